@@ -1,0 +1,52 @@
+"""trio_heartbeat: reliable liveness for long-lived connections on Trio.
+
+Everything public is re-exported here; the ``_modules`` are private.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from ._config import ClientConfig as ClientConfig
+from ._config import HandshakeError as HandshakeError
+from ._config import Negotiated as Negotiated
+from ._config import ServerConfig as ServerConfig
+from ._config import negotiate as negotiate
+from ._protocol import DEFAULT_MAX_FRAME_SIZE as DEFAULT_MAX_FRAME_SIZE
+from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
+from ._protocol import Close as Close
+from ._protocol import CloseCode as CloseCode
+from ._protocol import Data as Data
+from ._protocol import DecoderFailedError as DecoderFailedError
+from ._protocol import FrameDecoder as FrameDecoder
+from ._protocol import FrameTooLargeError as FrameTooLargeError
+from ._protocol import FrameType as FrameType
+from ._protocol import Hello as Hello
+from ._protocol import InvalidCloseError as InvalidCloseError
+from ._protocol import InvalidHelloError as InvalidHelloError
+from ._protocol import LocalProtocolError as LocalProtocolError
+from ._protocol import Ping as Ping
+from ._protocol import Pong as Pong
+from ._protocol import ProtocolError as ProtocolError
+from ._protocol import RemoteProtocolError as RemoteProtocolError
+from ._protocol import TruncatedFrameError as TruncatedFrameError
+from ._protocol import UnknownFrameTypeError as UnknownFrameTypeError
+from ._protocol import VarintTooLongError as VarintTooLongError
+from ._protocol import encode as encode
+
+__version__ = "0.1.0"
+
+
+def _fixup_module_metadata() -> None:
+    # As trio does: make tracebacks, reprs and Sphinx show the public path.
+    for name, obj in list(globals().items()):
+        if name.startswith("_"):
+            continue
+        module = getattr(obj, "__module__", None)
+        if isinstance(module, str) and module.startswith("trio_heartbeat._"):
+            with contextlib.suppress(AttributeError, TypeError):
+                obj.__module__ = "trio_heartbeat"
+
+
+_fixup_module_metadata()
+del _fixup_module_metadata

@@ -1,0 +1,251 @@
+"""Heartbeat settings for both sides, their validation, and the negotiation rule.
+
+Pure data and pure functions: nothing here does I/O or reads a clock, so the
+rules can be tested directly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Final
+
+import attrs
+
+from ._protocol import DEFAULT_MAX_FRAME_SIZE, MAX_ENCODABLE_LENGTH, PROTOCOL_VERSION
+
+__all__ = [
+    "ClientConfig",
+    "HandshakeError",
+    "Negotiated",
+    "ServerConfig",
+    "negotiate",
+]
+
+# Defaults, with where each comes from.
+# Client idle interval 25 s, 5 retries 5 s apart: the seed C client's config struct
+# (000_*.txt). 25 s also sits inside the 15-45 s gap the IM document recommends,
+# under the ~30 s idle timeout of the most aggressive carrier NATs.
+DEFAULT_INTERVAL: Final = 25.0
+DEFAULT_RETRIES: Final = 5
+DEFAULT_RETRY_INTERVAL: Final = 5.0
+# Server kicks after 60 s of silence: the seed C server's SERVER_TIMEOUT. It is
+# more than the client's interval + retries x retry interval (25 + 30 = 55 s), so
+# a live client on a slow path is not kicked before it has finished retrying.
+DEFAULT_TIMEOUT: Final = 60.0
+# A client must say HELLO within 10 s; long enough for a TLS handshake over a poor
+# mobile link, short enough that half-open sockets do not pile up.
+DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
+# No PINGs closer together than 1 s: anything faster is not a heartbeat but a
+# flood (gRPC's keepalive enforcement uses a minimum in the same spirit).
+DEFAULT_MIN_INTERVAL: Final = 1.0
+# How long a graceful close may spend sending its CLOSE frame before the stream
+# is closed anyway.
+DEFAULT_CLOSE_TIMEOUT: Final = 1.0
+
+
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{attribute.name} must be a number, not {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{attribute.name} must be a positive number, not {value!r}")
+
+
+def _non_negative_int(
+    instance: object, attribute: attrs.Attribute[Any], value: Any
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{attribute.name} must be an int, not {value!r}")
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0, not {value!r}")
+
+
+def _optional_positive_int(
+    instance: object, attribute: attrs.Attribute[Any], value: Any
+) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{attribute.name} must be an int or None, not {value!r}")
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be >= 1, not {value!r}")
+
+
+def _frame_size(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{attribute.name} must be an int, not {value!r}")
+    if not 16 <= value <= MAX_ENCODABLE_LENGTH:
+        raise ValueError(
+            f"{attribute.name} must be in 16..{MAX_ENCODABLE_LENGTH}, not {value!r}"
+        )
+
+
+def _jitter(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{attribute.name} must be a number, not {value!r}")
+    if not 0 <= value < 1:
+        raise ValueError(f"{attribute.name} must be in [0, 1), not {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class ClientConfig:
+    """The client's heartbeat settings.
+
+    The client sends PING after ``interval`` seconds in which it sent nothing,
+    resends it every ``retry_interval`` seconds while nothing at all is received,
+    and declares the server dead after ``retries`` unanswered resends: at the
+    first PING + (``retries`` + 1) x ``retry_interval``.
+    """
+
+    interval: float = attrs.field(default=DEFAULT_INTERVAL, validator=_positive)
+    retries: int = attrs.field(default=DEFAULT_RETRIES, validator=_non_negative_int)
+    retry_interval: float = attrs.field(
+        default=DEFAULT_RETRY_INTERVAL, validator=_positive
+    )
+    #: Each idle wait is drawn from interval x [1 - jitter, 1 + jitter], so clients
+    #: that reconnected together drift apart instead of pinging in lockstep.
+    jitter: float = attrs.field(default=0.0, validator=_jitter)
+    handshake_timeout: float = attrs.field(
+        default=DEFAULT_HANDSHAKE_TIMEOUT, validator=_positive
+    )
+    max_frame_size: int = attrs.field(
+        default=DEFAULT_MAX_FRAME_SIZE, validator=_frame_size
+    )
+    close_timeout: float = attrs.field(
+        default=DEFAULT_CLOSE_TIMEOUT, validator=_positive
+    )
+    #: Heartbeat enforcement: ``False`` still answers the server's PINGs but never
+    #: sends PINGs or declares the server dead (for debugging).
+    enabled: bool = True
+    #: Sent in HELLO so the server can tell clients apart in its logs.
+    client_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ServerConfig:
+    """The server's heartbeat settings.
+
+    A connection that sends no frame for ``timeout`` seconds is kicked with
+    CLOSE(1). Clients are told to PING at an interval clamped into
+    [``min_interval``, ``timeout`` / 2].
+    """
+
+    timeout: float = attrs.field(default=DEFAULT_TIMEOUT, validator=_positive)
+    handshake_timeout: float = attrs.field(
+        default=DEFAULT_HANDSHAKE_TIMEOUT, validator=_positive
+    )
+    min_interval: float = attrs.field(default=DEFAULT_MIN_INTERVAL, validator=_positive)
+    max_frame_size: int = attrs.field(
+        default=DEFAULT_MAX_FRAME_SIZE, validator=_frame_size
+    )
+    max_connections: int | None = attrs.field(
+        default=None, validator=_optional_positive_int
+    )
+    close_timeout: float = attrs.field(
+        default=DEFAULT_CLOSE_TIMEOUT, validator=_positive
+    )
+    #: Heartbeat enforcement: ``False`` still answers PINGs but never kicks, so a
+    #: client paused in a debugger keeps its connection.
+    enabled: bool = True
+
+    @min_interval.validator
+    def _check_min_interval(self, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value > self.timeout / 2:
+            raise ValueError(
+                f"min_interval must be <= timeout / 2 ({self.timeout / 2!r}), "
+                f"not {value!r}"
+            )
+
+
+class HandshakeError(Exception):
+    """A HELLO that cannot be accepted (wrong version, bad values).
+
+    The server answers it with CLOSE(7), handshake failed.
+    """
+
+
+@attrs.frozen(kw_only=True)
+class Negotiated:
+    """The values that apply to one connection, as the server's HELLO states them."""
+
+    version: int = PROTOCOL_VERSION
+    interval: float
+    timeout: float
+    min_interval: float
+    max_frame_size: int
+
+    def to_hello(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "interval": self.interval,
+            "timeout": self.timeout,
+            "min_interval": self.min_interval,
+            "max_frame_size": self.max_frame_size,
+        }
+
+    @classmethod
+    def from_hello(cls, fields: Mapping[str, Any]) -> Negotiated:
+        """Read the server's answer; raises :class:`HandshakeError` if malformed."""
+        version = fields.get("version")
+        if version != PROTOCOL_VERSION:
+            raise HandshakeError(f"server speaks protocol version {version!r}")
+        values: dict[str, float] = {}
+        for name in ("interval", "timeout", "min_interval"):
+            value = fields.get(name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value <= 0
+            ):
+                raise HandshakeError(f"server HELLO has invalid {name!r}: {value!r}")
+            values[name] = float(value)
+        max_frame_size = fields.get("max_frame_size", DEFAULT_MAX_FRAME_SIZE)
+        if (
+            isinstance(max_frame_size, bool)
+            or not isinstance(max_frame_size, int)
+            or max_frame_size <= 0
+        ):
+            raise HandshakeError(
+                f"server HELLO has invalid 'max_frame_size': {max_frame_size!r}"
+            )
+        return cls(
+            version=PROTOCOL_VERSION,
+            interval=values["interval"],
+            timeout=values["timeout"],
+            min_interval=values["min_interval"],
+            max_frame_size=max_frame_size,
+        )
+
+
+def negotiate(request: Mapping[str, Any], config: ServerConfig) -> Negotiated:
+    """Apply the server's rule to a client's HELLO fields.
+
+    The requested ``interval`` is clamped into [``min_interval``, ``timeout`` / 2]:
+    never faster than the server allows, and slow enough that a client on
+    schedule PINGs at least twice per server timeout. A missing interval gets
+    ``timeout`` / 2. Raises :class:`HandshakeError` for a version other than 1 or
+    an interval that is not a positive number.
+    """
+    version = request.get("version")
+    if version != PROTOCOL_VERSION:
+        raise HandshakeError(
+            f"unsupported protocol version {version!r} "
+            f"(this server speaks {PROTOCOL_VERSION})"
+        )
+    upper = config.timeout / 2
+    requested = request.get("interval", upper)
+    if (
+        isinstance(requested, bool)
+        or not isinstance(requested, (int, float))
+        or not math.isfinite(requested)
+        or requested <= 0
+    ):
+        raise HandshakeError(f"interval must be a positive number, not {requested!r}")
+    interval = min(max(float(requested), config.min_interval), upper)
+    return Negotiated(
+        interval=interval,
+        timeout=config.timeout,
+        min_interval=config.min_interval,
+        max_frame_size=config.max_frame_size,
+    )
