@@ -7,11 +7,23 @@ from __future__ import annotations
 
 import contextlib
 
+from ._backoff import Backoff as Backoff
+from ._client import ConnectionAttempt as ConnectionAttempt
+from ._client import Reconnector as Reconnector
+from ._client import connect_stream as connect_stream
+from ._client import open_connection as open_connection
 from ._config import ClientConfig as ClientConfig
 from ._config import HandshakeError as HandshakeError
 from ._config import Negotiated as Negotiated
 from ._config import ServerConfig as ServerConfig
 from ._config import negotiate as negotiate
+from ._connection import ConnectionClosed as ConnectionClosed
+from ._connection import ConnectionStats as ConnectionStats
+from ._connection import DisconnectReason as DisconnectReason
+from ._connection import HeartbeatConnection as HeartbeatConnection
+from ._connection import HeartbeatTimeout as HeartbeatTimeout
+from ._idle import IdleWatchdog as IdleWatchdog
+from ._idle import idle_timeout as idle_timeout
 from ._protocol import DEFAULT_MAX_FRAME_SIZE as DEFAULT_MAX_FRAME_SIZE
 from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
 from ._protocol import Close as Close
@@ -33,6 +45,10 @@ from ._protocol import TruncatedFrameError as TruncatedFrameError
 from ._protocol import UnknownFrameTypeError as UnknownFrameTypeError
 from ._protocol import VarintTooLongError as VarintTooLongError
 from ._protocol import encode as encode
+from ._rtt import RttEstimator as RttEstimator
+from ._server import DISABLE_ENV_VAR as DISABLE_ENV_VAR
+from ._server import serve_listeners as serve_listeners
+from ._server import serve_tcp as serve_tcp
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,514 @@
+"""Server behaviour in virtual time, over in-memory streams, checked at the wire."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from trio_heartbeat import (
+    Close,
+    CloseCode,
+    ConnectionClosed,
+    Data,
+    DisconnectReason,
+    HeartbeatConnection,
+    Hello,
+    Ping,
+    Pong,
+    ServerConfig,
+    serve_listeners,
+)
+
+from .helpers import MemoryListener, RawPeer
+
+
+async def echo_upper(conn: HeartbeatConnection) -> None:
+    async for data in conn:
+        await conn.send(data.upper())
+
+
+@attrs.define
+class Running:
+    listener: MemoryListener
+    nursery: trio.Nursery
+    handler_nursery: trio.Nursery
+    events: list[tuple[str, str, DisconnectReason | None]]
+
+    async def connect(self) -> RawPeer:
+        return RawPeer(await self.listener.connect())
+
+    async def client(self, **hello: Any) -> RawPeer:
+        peer = await self.connect()
+        await peer.hello(**hello)
+        return peer
+
+
+@asynccontextmanager
+async def running_server(
+    handler: Callable[[HeartbeatConnection], Any] = echo_upper, **kwargs: Any
+) -> AsyncIterator[Running]:
+    listener = MemoryListener()
+    events: list[tuple[str, str, DisconnectReason | None]] = []
+    async with trio.open_nursery() as nursery, trio.open_nursery() as handlers:
+        await nursery.start(
+            partial(
+                serve_listeners,
+                handler,
+                [listener],
+                handler_nursery=handlers,
+                on_connect=lambda c: events.append(("connect", c.peer, None)),
+                on_disconnect=lambda c, r: events.append(("disconnect", c.peer, r)),
+                **kwargs,
+            )
+        )
+        yield Running(listener, nursery, handlers, events)
+        nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------------------------ handshake
+
+
+async def test_hello_is_answered_with_negotiated_values(autojump_clock: Any) -> None:
+    async with running_server() as server:
+        peer = await server.connect()
+        answer = await peer.hello(interval=25)
+        assert answer == Hello(
+            {
+                "version": 1,
+                "interval": 25.0,
+                "timeout": 60.0,
+                "min_interval": 1.0,
+                "max_frame_size": 1 << 20,
+            }
+        )
+        await peer.send(Data(b"hi"))
+        assert await peer.receive() == Data(b"HI")
+
+
+async def test_interval_is_clamped(autojump_clock: Any) -> None:
+    async with running_server(config=ServerConfig(timeout=20)) as server:
+        peer = await server.connect()
+        assert (await peer.hello(interval=0.01)).fields["interval"] == 1.0
+        peer = await server.connect()
+        assert (await peer.hello(interval=100)).fields["interval"] == 10.0
+
+
+async def test_no_hello_is_closed_at_handshake_timeout(autojump_clock: Any) -> None:
+    async with running_server() as server:
+        start = trio.current_time()
+        peer = await server.connect()
+        assert await peer.receive() == Close(7, "no HELLO within 10 s")
+        assert trio.current_time() - start == 10
+        await peer.expect_eof()
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.events == [
+            ("disconnect", "<StapledStream>", DisconnectReason.HANDSHAKE_FAILED)
+        ]
+
+
+async def test_slowloris_hello_is_cut_at_absolute_deadline(autojump_clock: Any) -> None:
+    async with running_server() as server:
+        start = trio.current_time()
+        peer = await server.connect()
+        wire = b'\x01\x40{"version":1,"interval":25,"padding":"xxxxxxxxxxxxxxxxxxxxx"}'
+        async with trio.open_nursery() as nursery:
+
+            async def trickle() -> None:
+                for byte in wire:
+                    await peer.send_bytes(bytes([byte]))
+                    await trio.sleep(1)
+
+            nursery.start_soon(trickle)
+            assert await peer.receive() == Close(7, "no HELLO within 10 s")
+            assert trio.current_time() - start == 10
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("wire", "code"),
+    [
+        (b"\x02\x02hi", CloseCode.PROTOCOL_ERROR),  # DATA before HELLO
+        (b"\x03\x00", CloseCode.PROTOCOL_ERROR),  # PING before HELLO
+        (b'\x01\x0d{"version":2}', CloseCode.HANDSHAKE_FAILED),
+        (b'\x01\x20{"version":1,"interval":"fast"}', CloseCode.HANDSHAKE_FAILED),
+        (b"\x01\x02[]", CloseCode.PROTOCOL_ERROR),
+        (b"\x09\x00", CloseCode.PROTOCOL_ERROR),
+    ],
+)
+async def test_bad_handshake(autojump_clock: Any, wire: bytes, code: CloseCode) -> None:
+    async with running_server() as server:
+        peer = await server.connect()
+        await peer.send_bytes(wire)
+        frame = await peer.receive()
+        assert isinstance(frame, Close)
+        assert frame.code == code
+        await peer.expect_eof()
+
+
+async def test_client_close_during_handshake(autojump_clock: Any) -> None:
+    async with running_server() as server:
+        peer = await server.connect()
+        await peer.stream.aclose()
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.events == [
+            ("disconnect", "<StapledStream>", DisconnectReason.HANDSHAKE_FAILED)
+        ]
+
+
+# ------------------------------------------------------------ liveness
+
+
+async def test_silent_client_is_kicked_exactly_at_timeout(autojump_clock: Any) -> None:
+    async with running_server() as server:
+        peer = await server.client(interval=25)
+        await trio.sleep(7)
+        await peer.send(Data(b"last words"))
+        last_frame = trio.current_time()
+        assert await peer.receive() == Data(b"LAST WORDS")
+        assert await peer.receive() == Close(1, "no frame for 60 s")
+        assert trio.current_time() - last_frame == 60
+        await peer.expect_eof()
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.events[-1] == (
+            "disconnect",
+            "<StapledStream>",
+            DisconnectReason.HEARTBEAT_TIMEOUT,
+        )
+
+
+async def test_data_under_the_timeout_keeps_a_client(autojump_clock: Any) -> None:
+    async with running_server() as server:
+        peer = await server.client()
+        for i in range(20):
+            await trio.sleep(59.9)
+            await peer.send(Data(b"msg %d" % i))
+            assert await peer.receive() == Data(b"MSG %d" % i)
+        assert server.events[-1][0] == "connect"
+
+
+async def test_pings_alone_keep_a_client(autojump_clock: Any) -> None:
+    async with running_server() as server:
+        peer = await server.client()
+        for _ in range(20):
+            await trio.sleep(30)
+            await peer.send(Ping())
+            assert await peer.receive() == Pong()
+        assert server.events[-1][0] == "connect"
+        await trio.sleep(59)
+        await peer.send(Ping())
+        assert await peer.receive() == Pong()
+
+
+async def test_partial_frame_does_not_count_as_traffic(autojump_clock: Any) -> None:
+    async with running_server() as server:
+        peer = await server.client()
+        start = trio.current_time()
+        await peer.send_bytes(b"\x02\x10part")  # 16-byte DATA, 4 bytes sent
+        await trio.sleep(30)
+        await peer.send_bytes(b"more")
+        assert await peer.receive() == Close(1, "no frame for 60 s")
+        assert trio.current_time() - start == 60
+
+
+@pytest.mark.parametrize("how", ["config", "env"])
+async def test_enforcement_off_never_kicks(
+    autojump_clock: Any, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    kwargs: dict[str, Any] = {}
+    if how == "config":
+        kwargs["config"] = ServerConfig(enabled=False)
+    else:
+        monkeypatch.setenv("TRIO_HEARTBEAT_DISABLE", "1")
+    async with running_server(**kwargs) as server:
+        peer = await server.client()
+        await trio.sleep(3600 * 24)
+        await peer.send(Ping())
+        assert await peer.receive() == Pong()
+        await peer.send(Data(b"still here"))
+        assert await peer.receive() == Data(b"STILL HERE")
+
+
+async def test_kicked_handler_is_cancelled_and_cleans_up(autojump_clock: Any) -> None:
+    log: list[str] = []
+
+    async def handler(conn: HeartbeatConnection) -> None:
+        log.append("start")
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            log.append("cancelled")
+            raise
+        finally:
+            log.append(f"closed={conn.closed}")
+
+    async with running_server(handler) as server:
+        peer = await server.client()
+        assert await peer.receive() == Close(1, "no frame for 60 s")
+        await peer.expect_eof()
+        assert log == ["start", "cancelled", "closed=False"]
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(server.handler_nursery.child_tasks) == 0
+
+
+# ------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    ("wire", "code"),
+    [
+        (b"\x09\x00", CloseCode.PROTOCOL_ERROR),
+        (b"\x02\x80\x80\x80\x80\x01", CloseCode.PROTOCOL_ERROR),
+        (b"\x02\x81\x80\x40", CloseCode.FRAME_TOO_LARGE),
+        (b"\x05\x00", CloseCode.PROTOCOL_ERROR),
+        (b'\x01\x0d{"version":1}', CloseCode.PROTOCOL_ERROR),  # second HELLO
+    ],
+)
+async def test_bad_input_drops_only_that_client(
+    autojump_clock: Any, wire: bytes, code: CloseCode
+) -> None:
+    async with running_server() as server:
+        good = await server.client()
+        bad = await server.client()
+        await bad.send(Data(b"before"))
+        assert await bad.receive() == Data(b"BEFORE")
+        await bad.send_bytes(wire)
+        frame = await bad.receive()
+        assert isinstance(frame, Close)
+        assert frame.code == code
+        await bad.expect_eof()
+        for i in range(3):
+            await good.send(Data(b"ok %d" % i))
+            assert await good.receive() == Data(b"OK %d" % i)
+        reasons = [r for kind, _, r in server.events if kind == "disconnect"]
+        assert reasons == [DisconnectReason.PROTOCOL_ERROR]
+
+
+async def test_oversized_frame_split_over_small_writes(autojump_clock: Any) -> None:
+    async with running_server(config=ServerConfig(max_frame_size=1000)) as server:
+        peer = await server.client()
+        await peer.send_bytes(b"\x02")
+        await trio.sleep(1)
+        await peer.send_bytes(b"\xe9")
+        await trio.sleep(1)
+        await peer.send_bytes(b"\x07")  # 1001 bytes declared: rejected now
+        assert await peer.receive() == Close(
+            3, "frame of 1001 bytes exceeds max_frame_size 1000"
+        )
+
+
+# ------------------------------------------------------------ closing
+
+
+async def test_client_close_frame_ends_connection(autojump_clock: Any) -> None:
+    async with running_server() as server:
+        peer = await server.client()
+        await peer.send(Data(b"a"))
+        await peer.send(Close(0, "bye"))
+        # CLOSE means the client is leaving: nothing is sent to it afterwards.
+        await peer.expect_eof()
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.events[-1][2] is DisconnectReason.CLOSED_BY_PEER
+
+
+async def test_data_before_close_reaches_the_handler(autojump_clock: Any) -> None:
+    got: list[bytes] = []
+
+    async def collect(conn: HeartbeatConnection) -> None:
+        await trio.sleep(5)  # not reading while the client sends and leaves
+        async for data in conn:
+            got.append(data)
+
+    async with running_server(collect) as server:
+        peer = await server.client()
+        for i in range(3):
+            await peer.send(Data(b"%d" % i))
+        await peer.send(Close(0, ""))
+        await peer.expect_eof()
+        await trio.sleep(10)
+        assert got == [b"0", b"1", b"2"]
+
+
+async def test_handler_return_sends_close_normal(autojump_clock: Any) -> None:
+    async def once(conn: HeartbeatConnection) -> None:
+        await conn.send(await conn.receive())
+
+    async with running_server(once) as server:
+        peer = await server.client()
+        await peer.send(Data(b"x"))
+        assert await peer.receive() == Data(b"x")
+        assert await peer.receive() == Close(0, "")
+        await peer.expect_eof()
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.events[-1][2] is DisconnectReason.CLOSED_LOCALLY
+
+
+async def test_handler_error_is_logged_and_others_unaffected(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def fragile(conn: HeartbeatConnection) -> None:
+        async for data in conn:
+            if data == b"boom":
+                raise RuntimeError("handler bug")
+            await conn.send(data)
+
+    async with running_server(fragile) as server:
+        good = await server.client()
+        bad = await server.client()
+        await bad.send(Data(b"boom"))
+        assert await bad.receive() == Close(0, "server error")
+        await bad.expect_eof()
+        await good.send(Data(b"fine"))
+        assert await good.receive() == Data(b"fine")
+    assert "handler failed" in caplog.text
+    assert "RuntimeError: handler bug" in caplog.text
+
+
+async def test_handler_seeing_connection_closed_is_normal(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def strict(conn: HeartbeatConnection) -> None:
+        while True:
+            await conn.receive()  # raises ConnectionClosed when the peer leaves
+
+    async with running_server(strict) as server:
+        peer = await server.client()
+        await peer.send(Close(0, ""))
+        await peer.expect_eof()
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.events[-1][2] is DisconnectReason.CLOSED_BY_PEER
+    assert "handler failed" not in caplog.text
+
+
+async def test_receive_after_close_raises(autojump_clock: Any) -> None:
+    errors: list[ConnectionClosed] = []
+
+    async def handler(conn: HeartbeatConnection) -> None:
+        try:
+            await conn.receive()
+        except ConnectionClosed as exc:
+            errors.append(exc)
+            raise
+
+    async with running_server(handler) as server:
+        peer = await server.client()
+        await peer.send(Close(4, "too many pings?"))
+        await peer.expect_eof()
+        await trio.testing.wait_all_tasks_blocked()
+    (error,) = errors
+    assert (error.code, error.reason, error.by_peer) == (4, "too many pings?", True)
+
+
+async def test_shutdown_sends_close_5_to_every_client(autojump_clock: Any) -> None:
+    async with running_server() as server:
+        peers = [await server.client() for _ in range(5)]
+        handshaking = await server.connect()
+        server.nursery.cancel_scope.cancel()
+        for peer in [*peers, handshaking]:
+            assert await peer.receive() == Close(5, "server shutting down")
+            await peer.expect_eof()
+    reasons = [r for kind, _, r in server.events if kind == "disconnect"]
+    assert reasons == [DisconnectReason.SHUTDOWN] * 6
+
+
+async def test_max_connections(autojump_clock: Any) -> None:
+    async with running_server(config=ServerConfig(max_connections=2)) as server:
+        first = await server.client()
+        await server.client()
+        third = await server.connect()
+        assert await third.receive() == Close(6, "server full (2 connections)")
+        await third.expect_eof()
+        await first.send(Close(0, ""))
+        await first.expect_eof()
+        await trio.testing.wait_all_tasks_blocked()
+        fourth = await server.client()
+        await fourth.send(Data(b"in"))
+        assert await fourth.receive() == Data(b"IN")
+        assert DisconnectReason.SERVER_FULL in [r for _, _, r in server.events]
+
+
+# ------------------------------------------------------------ extras
+
+
+async def test_pong_payload_piggyback(autojump_clock: Any) -> None:
+    def unread(conn: HeartbeatConnection, ping: bytes) -> bytes:
+        return b"unread=3;" + ping
+
+    async with running_server(pong_payload=unread) as server:
+        peer = await server.client()
+        await peer.send(Ping(b"p1"))
+        assert await peer.receive() == Pong(b"unread=3;p1")
+
+
+async def test_batched_pings_answered_in_one_send(autojump_clock: Any) -> None:
+    async with running_server() as server:
+        peer = await server.client()
+        await peer.send_bytes(b"\x03\x00" * 5)
+        data = await peer.stream.receive_some(65536)
+        assert data == b"\x04\x00" * 5
+
+
+async def test_stats_are_counted(autojump_clock: Any) -> None:
+    conns: list[HeartbeatConnection] = []
+
+    async def handler(conn: HeartbeatConnection) -> None:
+        conns.append(conn)
+        await echo_upper(conn)
+
+    async with running_server(handler) as server:
+        peer = await server.client()
+        await peer.send(Ping())
+        await peer.receive()
+        await peer.send(Data(b"abc"))
+        await peer.receive()
+        stats = conns[0].stats
+        assert stats.pings_received == 1
+        assert stats.pongs_sent == 1
+        # HELLO + PING + DATA in, HELLO answer + PONG + DATA out
+        assert stats.frames_received == 3
+        assert stats.frames_sent == 3
+        assert stats.bytes_received > 0 and stats.bytes_sent > 0
+        assert stats.last_received == trio.current_time()
+
+
+async def test_no_leaks_after_100_connections(autojump_clock: Any) -> None:
+    async with running_server() as server:
+        for i in range(100):
+            peer = await server.client()
+            await peer.send(Data(b"x"))
+            assert await peer.receive() == Data(b"X")
+            if i % 3 == 0:
+                await peer.send(Close(0, ""))
+            elif i % 3 == 1:
+                await peer.stream.aclose()
+            # else: left silent, to be kicked
+        await trio.sleep(61)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(server.handler_nursery.child_tasks) == 0
+        reasons = [r for kind, _, r in server.events if kind == "disconnect"]
+        assert len(reasons) == 100
+        assert reasons.count(DisconnectReason.HEARTBEAT_TIMEOUT) == 33
+        for stream in server.listener.server_streams:
+            with pytest.raises(trio.ClosedResourceError):
+                await stream.send_all(b"x")
+
+
+async def test_kick_is_logged_with_peer_and_reason(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_heartbeat")
+    async with running_server() as server:
+        peer = await server.client()
+        await peer.receive()
+        await trio.testing.wait_all_tasks_blocked()
+    kicks = [r for r in caplog.records if r.getMessage().startswith("kick")]
+    assert [r.getMessage() for r in kicks] == [
+        "kick <StapledStream>: heartbeat timeout [CLOSE 1]: no frame for 60 s"
+    ]

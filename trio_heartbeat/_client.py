@@ -1,0 +1,423 @@
+"""The client: HELLO handshake, the heartbeat retry loop, and reconnecting.
+
+The retry rule, exactly: PING when nothing was *sent* for ``interval``; if
+nothing at all is *received* within ``retry_interval`` after it, resend; after
+``retries`` unanswered resends (``retries + 1`` PINGs) the server is declared
+dead at first PING + (retries + 1) x retry_interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any
+
+import trio
+
+from ._backoff import Backoff
+from ._config import ClientConfig, HandshakeError, Negotiated
+from ._connection import (
+    ConnectionClosed,
+    DisconnectReason,
+    HeartbeatConnection,
+    HeartbeatTimeout,
+    _CloseInfo,
+)
+from ._protocol import PROTOCOL_VERSION, CloseCode, RemoteProtocolError
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = ["ConnectionAttempt", "Reconnector", "connect_stream", "open_connection"]
+
+logger = logging.getLogger("trio_heartbeat.client")
+
+PingPayload = Callable[[], bytes]
+OnPong = Callable[[bytes], None]
+
+#: What ends one connection of a reconnect loop, rather than the program.
+CONNECTION_FAILURES: tuple[type[BaseException], ...] = (
+    OSError,
+    ConnectionClosed,
+    trio.BrokenResourceError,
+)
+
+
+def _hello_fields(config: ClientConfig) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "version": PROTOCOL_VERSION,
+        "interval": config.interval,
+        "retry_interval": config.retry_interval,
+        "retries": config.retries,
+    }
+    if config.client_id is not None:
+        fields["client_id"] = config.client_id
+    return fields
+
+
+def _handshake_failure(
+    reason: str, code: int = CloseCode.HANDSHAKE_FAILED
+) -> _CloseInfo:
+    return _CloseInfo(code, reason, False, DisconnectReason.HANDSHAKE_FAILED)
+
+
+async def _handshake(conn: HeartbeatConnection, config: ClientConfig) -> Negotiated:
+    """Send HELLO, adopt the server's answer. Closes the connection on failure."""
+    failure: _CloseInfo
+    try:
+        with trio.move_on_after(config.handshake_timeout):
+            await conn._send_hello(_hello_fields(config))
+            hello = await conn._receive_hello()
+            negotiated = Negotiated.from_hello(hello.fields)
+            conn.negotiated = negotiated
+            conn.peer_max_frame_size = negotiated.max_frame_size
+            return negotiated
+        failure = _handshake_failure(
+            f"no HELLO from the server within {config.handshake_timeout:g} s"
+        )
+    except HandshakeError as exc:
+        failure = _handshake_failure(str(exc))
+    except RemoteProtocolError as exc:
+        failure = _CloseInfo(exc.code, str(exc), False, DisconnectReason.PROTOCOL_ERROR)
+    except BaseException:
+        await conn._shut_stream()
+        raise
+    conn._set_closed(failure)
+    await conn._send_close_and_shut(
+        failure.code if failure.code is not None else CloseCode.NORMAL, failure.reason
+    )
+    raise failure.error()
+
+
+async def _heartbeat_loop(
+    conn: HeartbeatConnection,
+    config: ClientConfig,
+    negotiated: Negotiated,
+    ping_payload: PingPayload | None,
+    rng: random.Random,
+) -> None:
+    stats = conn.stats
+    interval = negotiated.interval
+    # Never PING closer together than the server allows.
+    retry_interval = max(config.retry_interval, negotiated.min_interval)
+    retries = config.retries
+    try:
+        while True:
+            # Idle phase: only the sent side counts. Data we send is itself proof
+            # of liveness for the server, so no PING is due while we send.
+            wait = interval
+            if config.jitter:
+                wait *= 1 + rng.uniform(-config.jitter, config.jitter)
+            # The deadline moves whenever something is sent, so re-check it on
+            # waking; no task is woken per send.
+            while (due := stats.last_sent + wait) > trio.current_time():  # noqa: ASYNC110
+                await trio.sleep_until(due)
+
+            first_ping = trio.current_time()
+            answered_after = stats.frames_received
+            for attempt in range(retries + 1):
+                payload = ping_payload() if ping_payload is not None else b""
+                await conn._send_ping(payload, resend=attempt > 0)
+                if attempt:
+                    logger.info(
+                        "no answer from %s: PING resent (%d of %d)",
+                        conn.peer,
+                        attempt,
+                        retries,
+                    )
+                with trio.move_on_at(first_ping + (attempt + 1) * retry_interval):
+                    while stats.frames_received == answered_after:
+                        await conn._wait_activity()
+                        if conn.closed:
+                            return
+                if stats.frames_received != answered_after:
+                    break  # any frame is an answer
+            else:
+                verdict = (retries + 1) * retry_interval
+                logger.warning(
+                    "server %s declared dead: %d PINGs unanswered over %g s",
+                    conn.peer,
+                    retries + 1,
+                    verdict,
+                )
+                await conn._abort(
+                    _CloseInfo(
+                        None,
+                        f"{retries + 1} PINGs unanswered over {verdict:g} s",
+                        False,
+                        DisconnectReason.HEARTBEAT_TIMEOUT,
+                        HeartbeatTimeout,
+                    )
+                )
+                return
+    except ConnectionClosed:
+        return  # the connection ended some other way; its reason is recorded
+
+
+def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """A nursery wraps even a single exception; give callers the exception itself."""
+    if len(group.exceptions) == 1 and not isinstance(
+        group.exceptions[0], BaseExceptionGroup
+    ):
+        return group.exceptions[0]
+    return group
+
+
+@asynccontextmanager
+async def _run_connected(
+    conn: HeartbeatConnection,
+    config: ClientConfig,
+    negotiated: Negotiated,
+    ping_payload: PingPayload | None,
+    rng: random.Random,
+) -> AsyncIterator[HeartbeatConnection]:
+    """Run the reader and the heartbeat loop beside the body; close afterwards.
+
+    If the connection dies while the body is busy elsewhere (server declared
+    dead, server closed), the body is cancelled and the connection's exception
+    is raised from the ``async with``.
+    """
+    body_scope = trio.CancelScope()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn._run_reader)
+            if config.enabled:
+                nursery.start_soon(
+                    _heartbeat_loop, conn, config, negotiated, ping_payload, rng
+                )
+            try:
+                with body_scope:
+                    conn._cancel_scope = body_scope
+                    yield conn
+            finally:
+                conn._cancel_scope = None
+                await conn.aclose()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise _unwrap(group) from None
+    if body_scope.cancelled_caught:
+        error = conn.close_error
+        assert error is not None
+        raise error
+
+
+@asynccontextmanager
+async def connect_stream(
+    stream: trio.abc.Stream,
+    *,
+    config: ClientConfig | None = None,
+    ping_payload: PingPayload | None = None,
+    on_pong: OnPong | None = None,
+    rng: random.Random | None = None,
+) -> AsyncIterator[HeartbeatConnection]:
+    """Speak the heartbeat protocol, as the client, over an open stream.
+
+    Sends HELLO, adopts the server's answer, then runs the heartbeat loop beside
+    the body of the ``async with``. ``ping_payload()`` supplies each PING's
+    bytes; ``on_pong(payload)`` receives each PONG's (for example an unread
+    count the server piggybacks). On exit the connection is closed with
+    CLOSE(0). Raises :class:`ConnectionClosed` if the handshake fails or the
+    server refuses (its CLOSE code is on the exception), and
+    :class:`HeartbeatTimeout` if the server is declared dead.
+    """
+    config = config or ClientConfig()
+    conn = HeartbeatConnection(
+        stream,
+        max_frame_size=config.max_frame_size,
+        close_timeout=config.close_timeout,
+        on_pong=on_pong,
+    )
+    negotiated = await _handshake(conn, config)
+    async with _run_connected(
+        conn, config, negotiated, ping_payload, rng or random.Random()
+    ) as connected:
+        yield connected
+
+
+@asynccontextmanager
+async def open_connection(
+    host: str,
+    port: int,
+    *,
+    config: ClientConfig | None = None,
+    ping_payload: PingPayload | None = None,
+    on_pong: OnPong | None = None,
+) -> AsyncIterator[HeartbeatConnection]:
+    """Connect over TCP and run the heartbeat client; see :func:`connect_stream`.
+
+    ``OSError`` (connection refused, unreachable) propagates from the connect.
+    """
+    stream = await trio.open_tcp_stream(host, port)
+    async with connect_stream(
+        stream, config=config, ping_payload=ping_payload, on_pong=on_pong
+    ) as conn:
+        yield conn
+
+
+class ConnectionAttempt:
+    """One connection of a :class:`Reconnector` loop.
+
+    Enter it with ``async with attempt as conn``. A connection failure inside
+    (server declared dead, closed, lost) ends the block quietly and is kept in
+    :attr:`failure`, and the loop reconnects; any other exception propagates.
+    """
+
+    def __init__(
+        self,
+        reconnector: Reconnector,
+        conn: HeartbeatConnection,
+        negotiated: Negotiated,
+        number: int,
+        delay: float,
+    ) -> None:
+        self._reconnector = reconnector
+        self._conn = conn
+        self._negotiated = negotiated
+        self._manager: Any = None
+        self._entered = False
+        #: 1 for the first connection, counting successful connections only.
+        self.number = number
+        #: Backoff delay slept before this connection was made.
+        self.delay = delay
+        #: What ended this connection, once it has ended (``None``: body returned).
+        self.failure: BaseException | None = None
+        self.connected_at = trio.current_time()
+
+    async def __aenter__(self) -> HeartbeatConnection:
+        if self._entered:
+            raise RuntimeError("a ConnectionAttempt can be entered only once")
+        self._entered = True
+        r = self._reconnector
+        self._manager = _run_connected(
+            self._conn, r.config, self._negotiated, r.ping_payload, r.rng
+        )
+        conn: HeartbeatConnection = await self._manager.__aenter__()
+        return conn
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        try:
+            await self._manager.__aexit__(exc_type, exc_value, traceback)
+        except CONNECTION_FAILURES as exc:
+            self._ended(exc)
+            return True
+        self._ended(exc_value if isinstance(exc_value, CONNECTION_FAILURES) else None)
+        return isinstance(exc_value, CONNECTION_FAILURES)
+
+    def _ended(self, failure: BaseException | None) -> None:
+        self.failure = failure
+        self._reconnector._attempt_ended(self, failure)
+
+    async def _discard(self) -> None:
+        if not self._entered:
+            self._entered = True
+            await self._conn.aclose()
+            self._reconnector._attempt_ended(self, None)
+
+
+class Reconnector:
+    """Keep a connection to ``host:port``, reconnecting with backoff.
+
+    ::
+
+        async for attempt in Reconnector("example.net", 5005):
+            async with attempt as conn:
+                async for data in conn:
+                    ...
+            print("connection ended:", attempt.failure)
+
+    Each iteration sleeps the backoff delay (none before the first), connects
+    and completes the handshake, retrying failed connects until one succeeds;
+    every failure is logged and kept in :attr:`last_failure`, and passed to
+    ``on_failure(exc, next_delay)`` if given. A connection that stayed up for
+    ``backoff.reset_after`` seconds resets the backoff. Break out of the loop to
+    stop.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        config: ClientConfig | None = None,
+        backoff: Backoff | None = None,
+        ping_payload: PingPayload | None = None,
+        on_pong: OnPong | None = None,
+        on_failure: Callable[[BaseException, float], object] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.config = config or ClientConfig()
+        self.backoff = backoff or Backoff()
+        self.ping_payload = ping_payload
+        self.on_pong = on_pong
+        self.on_failure = on_failure
+        self.rng = rng or random.Random()
+        self.last_failure: BaseException | None = None
+        self.connections = 0
+        self._pending: ConnectionAttempt | None = None
+        self._delay_next = False
+
+    def __aiter__(self) -> Reconnector:
+        return self
+
+    def _attempt_ended(
+        self, attempt: ConnectionAttempt, failure: BaseException | None
+    ) -> None:
+        self.backoff.connection_ended(trio.current_time() - attempt.connected_at)
+        if failure is not None:
+            self.last_failure = failure
+            logger.warning(
+                "connection to %s:%s ended: %s", self.host, self.port, failure
+            )
+            if self.on_failure is not None:
+                self.on_failure(failure, self.backoff.window())
+
+    async def _connect(self) -> tuple[HeartbeatConnection, Negotiated]:
+        stream = await trio.open_tcp_stream(self.host, self.port)
+        conn = HeartbeatConnection(
+            stream,
+            max_frame_size=self.config.max_frame_size,
+            close_timeout=self.config.close_timeout,
+            on_pong=self.on_pong,
+        )
+        return conn, await _handshake(conn, self.config)
+
+    async def __anext__(self) -> ConnectionAttempt:
+        if self._pending is not None:
+            await self._pending._discard()
+            self._pending = None
+        while True:
+            delay = self.backoff.next_delay() if self._delay_next else 0.0
+            self._delay_next = True
+            if delay:
+                logger.info(
+                    "reconnecting to %s:%s in %.2f s", self.host, self.port, delay
+                )
+                await trio.sleep(delay)
+            try:
+                conn, negotiated = await self._connect()
+            except CONNECTION_FAILURES as exc:
+                self.last_failure = exc
+                logger.warning(
+                    "connect to %s:%s failed: %s",
+                    self.host,
+                    self.port,
+                    exc or type(exc),
+                )
+                if self.on_failure is not None:
+                    self.on_failure(exc, self.backoff.window())
+                continue
+            self.connections += 1
+            attempt = ConnectionAttempt(self, conn, negotiated, self.connections, delay)
+            self._pending = attempt
+            return attempt

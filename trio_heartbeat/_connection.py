@@ -1,0 +1,546 @@
+"""HeartbeatConnection: the framed protocol over any ``trio.abc.Stream``.
+
+One reader task owns receiving and decoding and dispatches each frame: DATA to
+the application's queue, PING answered with PONG, PONG to the RTT estimator,
+CLOSE ends the connection. Sends from every task go through one FIFO lock, so
+frames never interleave. The server and the client build on this class; they
+add the handshake and the liveness policy around it.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
+
+import attrs
+import trio
+
+from ._protocol import (
+    DEFAULT_MAX_FRAME_SIZE,
+    Close,
+    CloseCode,
+    Data,
+    FrameDecoder,
+    Hello,
+    Ping,
+    Pong,
+    ProtocolError,
+    RemoteProtocolError,
+    encode,
+)
+from ._rtt import RttEstimator
+
+__all__ = [
+    "ConnectionClosed",
+    "ConnectionStats",
+    "DisconnectReason",
+    "HeartbeatConnection",
+    "HeartbeatTimeout",
+]
+
+logger = logging.getLogger("trio_heartbeat")
+
+# 64 KiB reads: large enough to drain a burst of frames in one wake-up, which is
+# what makes answering a batch of PINGs with one send_all possible.
+RECEIVE_SIZE: Final = 65536
+# DATA frames the reader queues for the application before it stops reading
+# (back-pressure to the peer through TCP instead of unbounded memory).
+DEFAULT_RECEIVE_BUFFER: Final = 64
+
+_EMPTY_PONG: Final = encode(Pong())
+_EMPTY_PING: Final = encode(Ping())
+
+
+class DisconnectReason(enum.Enum):
+    """Why a connection ended, as hooks and logs report it."""
+
+    CLOSED_BY_PEER = "closed by peer"
+    CONNECTION_LOST = "connection lost"
+    HEARTBEAT_TIMEOUT = "heartbeat timeout"
+    PROTOCOL_ERROR = "protocol error"
+    HANDSHAKE_FAILED = "handshake failed"
+    SHUTDOWN = "shutdown"
+    SERVER_FULL = "server full"
+    CLOSED_LOCALLY = "closed locally"
+    HANDLER_ERROR = "handler error"
+
+
+class ConnectionClosed(Exception):
+    """The connection is closed.
+
+    ``code`` is the CLOSE reason code that was received or sent (``None`` when
+    the stream ended without a CLOSE frame), ``reason`` its text, ``by_peer``
+    whether the other side ended it, and ``disconnect_reason`` the category.
+    """
+
+    def __init__(
+        self,
+        code: int | None,
+        reason: str,
+        *,
+        by_peer: bool,
+        disconnect_reason: DisconnectReason,
+    ) -> None:
+        self.code = code
+        self.reason = reason
+        self.by_peer = by_peer
+        self.disconnect_reason = disconnect_reason
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        side = "peer" if self.by_peer else "local side"
+        try:
+            name = CloseCode(self.code).name if self.code is not None else None
+        except ValueError:
+            name = "UNKNOWN"
+        code = "no CLOSE frame" if name is None else f"CLOSE {self.code} {name}"
+        text = f": {self.reason}" if self.reason else ""
+        return f"{self.disconnect_reason.value} ({code}, by {side}){text}"
+
+
+class HeartbeatTimeout(ConnectionClosed):
+    """The peer went silent: the heartbeat declared it dead."""
+
+
+@attrs.define(slots=True)
+class _CloseInfo:
+    code: int | None
+    reason: str
+    by_peer: bool
+    disconnect_reason: DisconnectReason
+    error_class: type[ConnectionClosed] = ConnectionClosed
+
+    def error(self) -> ConnectionClosed:
+        return self.error_class(
+            self.code,
+            self.reason,
+            by_peer=self.by_peer,
+            disconnect_reason=self.disconnect_reason,
+        )
+
+
+@attrs.define(slots=True)
+class ConnectionStats:
+    """Counters of one connection; times are ``trio.current_time()`` values."""
+
+    frames_sent: int = 0
+    frames_received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    pings_sent: int = 0
+    pings_received: int = 0
+    pongs_sent: int = 0
+    pongs_received: int = 0
+    last_sent: float = -math.inf
+    last_received: float = -math.inf
+
+
+def describe_peer(stream: trio.abc.Stream) -> str:
+    """A printable address for logs: ``host:port`` of sockets, else a type name."""
+    inner: Any = stream
+    while hasattr(inner, "transport_stream"):  # trio.SSLStream and similar
+        inner = inner.transport_stream
+    sock = getattr(inner, "socket", None)
+    if sock is not None:
+        try:
+            address = sock.getpeername()
+        except OSError:
+            return "<disconnected socket>"
+        if isinstance(address, tuple) and len(address) >= 2:
+            host = address[0]
+            return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+        return str(address) or "<unix socket>"
+    return f"<{type(stream).__name__}>"
+
+
+class HeartbeatConnection:
+    """A framed, heartbeat-aware connection over a ``trio.abc.Stream``.
+
+    Applications get one from :func:`trio_heartbeat.serve_tcp` (server side) or
+    :func:`trio_heartbeat.open_connection` (client side); both run the reader
+    task for it. Use :meth:`send` and :meth:`receive` (or ``async for``) for
+    application data; liveness is handled for you.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        close_timeout: float = 1.0,
+        receive_buffer: int = DEFAULT_RECEIVE_BUFFER,
+        pong_payload: Callable[[bytes], bytes] | None = None,
+        on_pong: Callable[[bytes], None] | None = None,
+    ) -> None:
+        self._stream = stream
+        self._decoder = FrameDecoder(max_frame_size)
+        self._send_lock = trio.StrictFIFOLock()
+        self._received: deque[bytes] = deque()
+        self._receive_lot = trio.lowlevel.ParkingLot()
+        self._space_lot = trio.lowlevel.ParkingLot()
+        self._activity_lot = trio.lowlevel.ParkingLot()
+        self._receive_buffer = receive_buffer
+        self._close_info: _CloseInfo | None = None
+        self._stream_closed = False
+        self._send_interrupted = False
+        self._cancel_scope: trio.CancelScope | None = None
+        self._touch: Callable[[], None] | None = None
+        self._ping_sent_at: float | None = None
+        self._ping_resent = False
+        self.close_timeout = close_timeout
+        #: Peer's frame size limit: sends above it are refused locally.
+        self.peer_max_frame_size = max_frame_size
+        #: Returns the PONG payload for a received PING's payload.
+        self.pong_payload = pong_payload
+        #: Called with the payload of every PONG received.
+        self.on_pong = on_pong
+        self.stats = ConnectionStats()
+        self.rtt = RttEstimator()
+        #: The values the handshake settled on (set once HELLO is exchanged).
+        self.negotiated: Any = None
+        #: The peer's HELLO fields (set once HELLO is received).
+        self.peer_hello: dict[str, Any] = {}
+        self.peer = describe_peer(stream)
+
+    # ------------------------------------------------------------ public API
+
+    @property
+    def stream(self) -> trio.abc.Stream:
+        """The underlying stream (for socket options, TLS details...)."""
+        return self._stream
+
+    @property
+    def closed(self) -> bool:
+        return self._close_info is not None
+
+    @property
+    def close_error(self) -> ConnectionClosed | None:
+        """Why the connection closed, as the exception that calls now raise."""
+        return None if self._close_info is None else self._close_info.error()
+
+    @property
+    def disconnect_reason(self) -> DisconnectReason | None:
+        return None if self._close_info is None else self._close_info.disconnect_reason
+
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Send one DATA frame.
+
+        Raises :class:`ConnectionClosed` (or :class:`HeartbeatTimeout`) once the
+        connection is closed, also when it closes while this call is blocked,
+        and ``ValueError`` for a payload larger than the peer accepts.
+        """
+        if len(data) > self.peer_max_frame_size:
+            raise ValueError(
+                f"DATA of {len(data)} bytes exceeds the peer's max_frame_size "
+                f"{self.peer_max_frame_size}"
+            )
+        await self._send(encode(Data(data)))
+
+    async def receive(self) -> bytes:
+        """Return the next DATA payload.
+
+        Data that arrived before the connection closed is still returned; after
+        that it raises :class:`ConnectionClosed` with the reason.
+        """
+        while True:
+            if self._received:
+                data = self._received.popleft()
+                if self._space_lot:
+                    self._space_lot.unpark_all()
+                return data
+            if self._close_info is not None:
+                raise self._close_info.error()
+            await self._receive_lot.park()
+
+    def __aiter__(self) -> HeartbeatConnection:
+        return self
+
+    async def __anext__(self) -> bytes:
+        """Iterate DATA payloads; stops at a normal close, raises on others."""
+        try:
+            return await self.receive()
+        except ConnectionClosed as exc:
+            if exc.code == CloseCode.NORMAL or (
+                exc.by_peer and exc.disconnect_reason is DisconnectReason.CLOSED_BY_PEER
+            ):
+                raise StopAsyncIteration from None
+            raise
+
+    async def ping(self, payload: bytes = b"") -> None:
+        """Send a PING now (heartbeat loops call this; applications rarely need to)."""
+        await self._send_ping(payload, resend=False)
+
+    async def aclose(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Close gracefully: send CLOSE(code) if possible, then close the stream.
+
+        Idempotent. Sending CLOSE is bounded by ``close_timeout`` and shielded
+        from cancellation, and the stream is closed even if this is cancelled.
+        """
+        if self._close_info is None:
+            self._set_closed(
+                _CloseInfo(code, reason, False, DisconnectReason.CLOSED_LOCALLY)
+            )
+            await self._send_close_and_shut(code, reason)
+        else:
+            await self._shut_stream()
+
+    # ------------------------------------------------------------ internals
+
+    def _set_closed(self, info: _CloseInfo) -> None:
+        if self._close_info is None:
+            self._close_info = info
+        self._receive_lot.unpark_all()
+        self._activity_lot.unpark_all()
+        self._space_lot.unpark_all()
+
+    async def _shut_stream(self) -> None:
+        if not self._stream_closed:
+            self._stream_closed = True
+            await trio.aclose_forcefully(self._stream)
+
+    async def _send_close_and_shut(self, code: int, reason: str) -> None:
+        """Send CLOSE (bounded, shielded), then close the stream whatever happens."""
+        try:
+            if not self._send_interrupted and not self._stream_closed:
+                wire = encode(Close(code, reason[:200]))
+                with trio.move_on_after(self.close_timeout, shield=True):
+                    async with self._send_lock:
+                        if not self._send_interrupted:
+                            await self._stream.send_all(wire)
+                            self._count_sent(1, len(wire))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await self._shut_stream()
+
+    async def _abort(self, info: _CloseInfo) -> None:
+        """Close now with ``info`` as the reason, waking every blocked call."""
+        self._set_closed(info)
+        await self._shut_stream()
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+
+    def _count_sent(self, frames: int, nbytes: int) -> None:
+        stats = self.stats
+        stats.frames_sent += frames
+        stats.bytes_sent += nbytes
+        stats.last_sent = trio.current_time()
+
+    async def _send(self, wire: bytes, frames: int = 1) -> None:
+        if self._close_info is not None:
+            raise self._close_info.error()
+        async with self._send_lock:
+            if self._close_info is not None:
+                raise self._close_info.error()
+            try:
+                await self._stream.send_all(wire)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._set_closed(
+                    _CloseInfo(
+                        None,
+                        str(exc) or type(exc).__name__,
+                        True,
+                        DisconnectReason.CONNECTION_LOST,
+                    )
+                )
+                assert self._close_info is not None
+                raise self._close_info.error() from None
+            except BaseException:
+                # Cancelled (or worse) mid-send: part of a frame may be on the
+                # wire, so no further frame may follow it.
+                self._send_interrupted = True
+                raise
+            self._count_sent(frames, len(wire))
+
+    async def _send_ping(self, payload: bytes, *, resend: bool) -> None:
+        wire = encode(Ping(payload)) if payload else _EMPTY_PING
+        await self._send(wire)
+        self.stats.pings_sent += 1
+        if resend:
+            self._ping_resent = True
+        else:
+            self._ping_sent_at = self.stats.last_sent
+            self._ping_resent = False
+
+    async def _send_hello(self, fields: dict[str, Any]) -> None:
+        await self._send(encode(Hello(fields)))
+
+    async def _receive_hello(self) -> Hello:
+        """Read the peer's first frame, which must be HELLO (handshake only).
+
+        A CLOSE instead (the server is full, the handshake failed) raises
+        :class:`ConnectionClosed` carrying its code.
+        """
+        decoder = self._decoder
+        while True:
+            frame = decoder.next_frame()
+            if frame is not None:
+                break
+            if decoder.eof:
+                raise ConnectionClosed(
+                    None,
+                    "stream ended during the handshake",
+                    by_peer=True,
+                    disconnect_reason=DisconnectReason.HANDSHAKE_FAILED,
+                )
+            try:
+                data = await self._stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise ConnectionClosed(
+                    None,
+                    str(exc) or type(exc).__name__,
+                    by_peer=True,
+                    disconnect_reason=DisconnectReason.CONNECTION_LOST,
+                ) from None
+            self.stats.bytes_received += len(data)
+            decoder.receive_data(data)
+        self.stats.frames_received += 1
+        self.stats.last_received = trio.current_time()
+        if isinstance(frame, Close):
+            info = _CloseInfo(
+                frame.code,
+                frame.reason,
+                True,
+                DisconnectReason.CLOSED_BY_PEER,
+            )
+            self._set_closed(info)
+            raise info.error()
+        if not isinstance(frame, Hello):
+            raise RemoteProtocolError(
+                f"expected HELLO, got {frame.frame_type.name} before the handshake"
+            )
+        self.peer_hello = dict(frame.fields)
+        return frame
+
+    async def _wait_activity(self) -> None:
+        """Block until the next read that carried at least one frame."""
+        await self._activity_lot.park()
+
+    async def _protocol_failure(self, exc: ProtocolError) -> None:
+        logger.info("protocol error from %s: %s", self.peer, exc)
+        self._set_closed(
+            _CloseInfo(exc.code, str(exc), False, DisconnectReason.PROTOCOL_ERROR)
+        )
+        await self._send_close_and_shut(exc.code, str(exc))
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+
+    async def _run_reader(self) -> None:
+        """The reader task: receive, decode, dispatch until the connection ends.
+
+        It never raises for anything the peer does: every ending is recorded as
+        the close reason and wakes the application's blocked calls.
+        """
+        try:
+            await self._read_loop()
+        except RemoteProtocolError as exc:
+            await self._protocol_failure(exc)
+        except ConnectionClosed:
+            pass  # a send of ours found the connection closed; reason recorded
+
+    async def _read_loop(self) -> None:
+        stream = self._stream
+        decoder = self._decoder
+        stats = self.stats
+        received = self._received
+        while True:
+            # Decode every complete frame of this read before sending anything,
+            # so a burst of PINGs is answered with one send_all.
+            out: list[bytes] = []
+            frames = 0
+            while (frame := decoder.next_frame()) is not None:
+                frames += 1
+                frame_class = type(frame)
+                if frame_class is Data:
+                    assert isinstance(frame, Data)
+                    received.append(frame.payload)
+                elif frame_class is Ping:
+                    assert isinstance(frame, Ping)
+                    stats.pings_received += 1
+                    if self.pong_payload is None:
+                        out.append(_EMPTY_PONG)
+                    else:
+                        out.append(encode(Pong(self.pong_payload(frame.payload))))
+                elif frame_class is Pong:
+                    assert isinstance(frame, Pong)
+                    self._pong_received(frame.payload)
+                elif frame_class is Close:
+                    assert isinstance(frame, Close)
+                    stats.frames_received += frames
+                    await self._peer_closed(
+                        _CloseInfo(
+                            frame.code,
+                            frame.reason,
+                            True,
+                            DisconnectReason.CLOSED_BY_PEER,
+                        )
+                    )
+                    return
+                else:
+                    raise RemoteProtocolError("unexpected HELLO after the handshake")
+            if frames:
+                stats.frames_received += frames
+                if self._touch is not None:
+                    self._touch()
+                if received and self._receive_lot:
+                    self._receive_lot.unpark_all()
+                if self._activity_lot:
+                    self._activity_lot.unpark_all()
+                if out:
+                    stats.pongs_sent += len(out)
+                    await self._send(
+                        b"".join(out) if len(out) > 1 else out[0], len(out)
+                    )
+            if decoder.eof:
+                await self._peer_closed(
+                    _CloseInfo(
+                        None,
+                        "stream ended without CLOSE",
+                        True,
+                        DisconnectReason.CLOSED_BY_PEER,
+                    )
+                )
+                return
+            while len(received) >= self._receive_buffer and self._close_info is None:
+                await self._space_lot.park()
+            if self._close_info is not None:
+                return
+            try:
+                data = await stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                if self._close_info is None:
+                    await self._peer_closed(
+                        _CloseInfo(
+                            None,
+                            str(exc) or type(exc).__name__,
+                            True,
+                            DisconnectReason.CONNECTION_LOST,
+                        )
+                    )
+                return
+            stats.bytes_received += len(data)
+            stats.last_received = trio.current_time()
+            decoder.receive_data(data)
+
+    def _pong_received(self, payload: bytes) -> None:
+        self.stats.pongs_received += 1
+        sent_at = self._ping_sent_at
+        if sent_at is not None:
+            if not self._ping_resent:  # Karn: a resent PING gives no sample
+                self.rtt.update(trio.current_time() - sent_at)
+            self._ping_sent_at = None
+        if self.on_pong is not None:
+            self.on_pong(payload)
+
+    async def _peer_closed(self, info: _CloseInfo) -> None:
+        """The peer is gone: let the application drain its data, then cancel."""
+        self._set_closed(info)
+        await self._shut_stream()
+        while self._received:
+            await self._space_lot.park()
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()

@@ -1,0 +1,350 @@
+"""serve_tcp / serve_listeners: one nursery per connection under an idle deadline.
+
+Each accepted stream goes through: the server-full check, the HELLO handshake
+under an absolute deadline, then a nursery holding the reader task and the
+application's handler, inside an :class:`IdleWatchdog` that every received frame
+pushes forward. However the connection ends, it ends with one CLOSE frame (when
+the stream can still carry one), a closed stream, one log line and one
+``on_disconnect`` call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any, NoReturn
+
+import trio
+
+from ._config import HandshakeError, ServerConfig, negotiate
+from ._connection import (
+    ConnectionClosed,
+    DisconnectReason,
+    HeartbeatConnection,
+    _CloseInfo,
+)
+from ._idle import IdleWatchdog
+from ._protocol import CloseCode, RemoteProtocolError
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = ["DISABLE_ENV_VAR", "serve_listeners", "serve_tcp"]
+
+logger = logging.getLogger("trio_heartbeat.server")
+
+#: Set to ``1`` to switch heartbeat enforcement off (PINGs are still answered).
+DISABLE_ENV_VAR = "TRIO_HEARTBEAT_DISABLE"
+
+Handler = Callable[[HeartbeatConnection], Awaitable[object]]
+ConnectHook = Callable[[HeartbeatConnection], object]
+DisconnectHook = Callable[[HeartbeatConnection, DisconnectReason], object]
+PongPayload = Callable[[HeartbeatConnection, bytes], bytes]
+
+
+def enforcement_enabled(config: ServerConfig) -> bool:
+    """Whether kicks apply: the config says so and the environment does not veto."""
+    return config.enabled and os.environ.get(DISABLE_ENV_VAR, "") not in ("1", "true")
+
+
+def _split_cancelled(
+    exc: BaseException,
+) -> tuple[bool, BaseException | None]:
+    """Return (contained Cancelled, the rest) of a possibly grouped exception."""
+    if isinstance(exc, trio.Cancelled):
+        return True, None
+    if isinstance(exc, BaseExceptionGroup):
+        cancelled, rest = exc.split(trio.Cancelled)
+        return cancelled is not None, rest
+    return False, exc
+
+
+def _only_connection_closed(exc: BaseException | None) -> bool:
+    if exc is None or isinstance(exc, ConnectionClosed):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_connection_closed(e) for e in exc.exceptions)
+    return False
+
+
+class _Server:
+    def __init__(
+        self,
+        handler: Handler,
+        config: ServerConfig,
+        on_connect: ConnectHook | None,
+        on_disconnect: DisconnectHook | None,
+        pong_payload: PongPayload | None,
+    ) -> None:
+        self.handler = handler
+        self.config = config
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
+        self.pong_payload = pong_payload
+        self.enforce = enforcement_enabled(config)
+        self.connections: set[HeartbeatConnection] = set()
+
+    async def handle(self, stream: trio.abc.Stream) -> None:
+        config = self.config
+        conn = HeartbeatConnection(
+            stream,
+            max_frame_size=config.max_frame_size,
+            close_timeout=config.close_timeout,
+        )
+        if self.pong_payload is not None:
+            conn.pong_payload = partial(self.pong_payload, conn)
+        limit = config.max_connections
+        if limit is not None and len(self.connections) >= limit:
+            await self._finish(
+                conn,
+                _CloseInfo(
+                    CloseCode.SERVER_FULL,
+                    f"server full ({limit} connections)",
+                    False,
+                    DisconnectReason.SERVER_FULL,
+                ),
+            )
+            return
+        self.connections.add(conn)
+        try:
+            await self._run(conn)
+        except BaseException as exc:
+            cancelled, _ = _split_cancelled(exc)
+            if cancelled and not conn.closed:
+                await self._finish(
+                    conn,
+                    _CloseInfo(
+                        CloseCode.SHUTTING_DOWN,
+                        "server shutting down",
+                        False,
+                        DisconnectReason.SHUTDOWN,
+                    ),
+                )
+            raise
+        finally:
+            self.connections.discard(conn)
+            await conn._shut_stream()
+
+    async def _run(self, conn: HeartbeatConnection) -> None:
+        config = self.config
+        # The handshake deadline is absolute: trickling bytes does not extend it.
+        with trio.move_on_after(config.handshake_timeout) as handshake_scope:
+            try:
+                hello = await conn._receive_hello()
+                negotiated = negotiate(hello.fields, config)
+            except RemoteProtocolError as exc:
+                await self._finish(
+                    conn,
+                    _CloseInfo(
+                        exc.code, str(exc), False, DisconnectReason.PROTOCOL_ERROR
+                    ),
+                )
+                return
+            except HandshakeError as exc:
+                await self._finish(
+                    conn,
+                    _CloseInfo(
+                        CloseCode.HANDSHAKE_FAILED,
+                        str(exc),
+                        False,
+                        DisconnectReason.HANDSHAKE_FAILED,
+                    ),
+                )
+                return
+            except ConnectionClosed as exc:
+                await self._finish(
+                    conn,
+                    _CloseInfo(exc.code, exc.reason, True, exc.disconnect_reason),
+                )
+                return
+            conn.negotiated = negotiated
+            try:
+                await conn._send_hello(negotiated.to_hello())
+            except ConnectionClosed as exc:
+                await self._finish(
+                    conn,
+                    _CloseInfo(exc.code, exc.reason, True, exc.disconnect_reason),
+                )
+                return
+        if handshake_scope.cancelled_caught:
+            await self._finish(
+                conn,
+                _CloseInfo(
+                    CloseCode.HANDSHAKE_FAILED,
+                    f"no HELLO within {config.handshake_timeout:g} s",
+                    False,
+                    DisconnectReason.HANDSHAKE_FAILED,
+                ),
+            )
+            return
+
+        logger.info("connect %s (interval %g s)", conn.peer, negotiated.interval)
+        if self.on_connect is not None:
+            self.on_connect(conn)
+
+        watchdog = IdleWatchdog(config.timeout, enabled=self.enforce)
+        handler_error: BaseException | None = None
+        with watchdog:
+            conn._touch = watchdog.touch
+            try:
+                async with trio.open_nursery() as nursery:
+                    conn._cancel_scope = nursery.cancel_scope
+                    nursery.start_soon(conn._run_reader)
+                    await self.handler(conn)
+                    nursery.cancel_scope.cancel()
+            except BaseException as exc:
+                # A ConnectionClosed escaping the handler is the normal way for
+                # it to learn the peer left; anything else is a bug of the
+                # handler, logged here so that it cannot take the server down.
+                cancelled, rest = _split_cancelled(exc)
+                if not _only_connection_closed(rest):
+                    handler_error = rest
+                    self._log_handler_error(conn, rest)
+                if cancelled:
+                    if isinstance(exc, BaseExceptionGroup):
+                        only_cancelled, _ = exc.split(trio.Cancelled)
+                        assert only_cancelled is not None
+                        raise only_cancelled from None
+                    raise
+        conn._touch = None
+
+        if watchdog.fired:
+            info = _CloseInfo(
+                CloseCode.HEARTBEAT_TIMEOUT,
+                f"no frame for {config.timeout:g} s",
+                False,
+                DisconnectReason.HEARTBEAT_TIMEOUT,
+            )
+        elif handler_error is not None:
+            info = _CloseInfo(
+                CloseCode.NORMAL,
+                "server error",
+                False,
+                DisconnectReason.HANDLER_ERROR,
+            )
+        else:
+            info = _CloseInfo(
+                CloseCode.NORMAL, "", False, DisconnectReason.CLOSED_LOCALLY
+            )
+        await self._finish(conn, info)
+
+    @staticmethod
+    def _log_handler_error(
+        conn: HeartbeatConnection, exc: BaseException | None
+    ) -> None:
+        assert exc is not None
+        logger.error(
+            "handler failed for %s",
+            conn.peer,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+
+    async def _finish(self, conn: HeartbeatConnection, info: _CloseInfo) -> None:
+        """Send CLOSE if we are the side ending it, close, log once, run the hook.
+
+        The log line and the hook run even if this is cancelled while closing.
+        """
+        already = conn._close_info
+        try:
+            if already is None:
+                conn._set_closed(info)
+                if info.by_peer:
+                    await conn._shut_stream()
+                else:
+                    await conn._send_close_and_shut(
+                        info.code if info.code is not None else CloseCode.NORMAL,
+                        info.reason,
+                    )
+            else:
+                info = already
+                await conn._shut_stream()
+        finally:
+            reason = info.disconnect_reason
+            detail = f": {info.reason}" if info.reason else ""
+            code = "" if info.code is None else f" [CLOSE {info.code}]"
+            if reason is DisconnectReason.HEARTBEAT_TIMEOUT:
+                logger.warning("kick %s: %s%s%s", conn.peer, reason.value, code, detail)
+            else:
+                logger.info(
+                    "disconnect %s: %s%s%s", conn.peer, reason.value, code, detail
+                )
+            if self.on_disconnect is not None:
+                self.on_disconnect(conn, reason)
+
+
+async def serve_listeners(
+    handler: Handler,
+    listeners: Sequence[trio.abc.Listener[Any]],
+    *,
+    config: ServerConfig | None = None,
+    on_connect: ConnectHook | None = None,
+    on_disconnect: DisconnectHook | None = None,
+    pong_payload: PongPayload | None = None,
+    handler_nursery: trio.Nursery | None = None,
+    task_status: trio.TaskStatus[Sequence[trio.abc.Listener[Any]]] = (
+        trio.TASK_STATUS_IGNORED
+    ),
+) -> NoReturn:
+    """Serve heartbeat connections on any Trio listeners, forever.
+
+    ``handler(conn)`` runs once per connection after a successful handshake, in
+    the connection's own nursery beside its reader task. When the handler
+    returns, the connection is closed with CLOSE(0). When the client is silent
+    for ``config.timeout`` seconds, the handler is cancelled and the client gets
+    CLOSE(1). Cancelling this function shuts down: every client gets CLOSE(5).
+
+    Accept errors that mean "out of file descriptors or memory" are logged and
+    retried after a short sleep (by :func:`trio.serve_listeners`); other errors
+    propagate. ``on_connect(conn)`` and ``on_disconnect(conn, reason)`` are
+    synchronous hooks for presence tracking and cleanup. ``pong_payload(conn,
+    ping_payload)`` returns the bytes piggybacked on each PONG.
+    """
+    server = _Server(
+        handler, config or ServerConfig(), on_connect, on_disconnect, pong_payload
+    )
+    if not server.enforce:
+        logger.warning("heartbeat enforcement is OFF: silent clients are never kicked")
+    await trio.serve_listeners(
+        server.handle,
+        list(listeners),
+        handler_nursery=handler_nursery,
+        task_status=task_status,
+    )
+
+
+async def serve_tcp(
+    handler: Handler,
+    port: int,
+    *,
+    host: str | bytes | None = None,
+    backlog: int | None = None,
+    config: ServerConfig | None = None,
+    on_connect: ConnectHook | None = None,
+    on_disconnect: DisconnectHook | None = None,
+    pong_payload: PongPayload | None = None,
+    handler_nursery: trio.Nursery | None = None,
+    task_status: trio.TaskStatus[Sequence[trio.abc.Listener[Any]]] = (
+        trio.TASK_STATUS_IGNORED
+    ),
+) -> NoReturn:
+    """Listen on TCP ``port`` (0 picks a free one) and serve forever.
+
+    Use ``listeners = await nursery.start(partial(serve_tcp, handler, 0))`` to
+    learn the real port. See :func:`serve_listeners` for the rest.
+    """
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise TypeError(f"port must be int, not {port!r}")
+    listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    await serve_listeners(
+        handler,
+        listeners,
+        config=config,
+        on_connect=on_connect,
+        on_disconnect=on_disconnect,
+        pong_payload=pong_payload,
+        handler_nursery=handler_nursery,
+        task_status=task_status,
+    )
