@@ -312,7 +312,9 @@ async def test_client_close_frame_ends_connection(autojump_clock: Any) -> None:
         peer = await server.client()
         await peer.send(Data(b"a"))
         await peer.send(Close(0, "bye"))
-        # CLOSE means the client is leaving: nothing is sent to it afterwards.
+        # Closing handshake: the reply in flight still arrives, then CLOSE(0).
+        assert await peer.receive() == Data(b"A")
+        assert await peer.receive() == Close(0, "")
         await peer.expect_eof()
         await trio.testing.wait_all_tasks_blocked()
         assert server.events[-1][2] is DisconnectReason.CLOSED_BY_PEER
@@ -331,8 +333,8 @@ async def test_data_before_close_reaches_the_handler(autojump_clock: Any) -> Non
         for i in range(3):
             await peer.send(Data(b"%d" % i))
         await peer.send(Close(0, ""))
+        assert await peer.receive() == Close(0, "")
         await peer.expect_eof()
-        await trio.sleep(10)
         assert got == [b"0", b"1", b"2"]
 
 
@@ -381,6 +383,7 @@ async def test_handler_seeing_connection_closed_is_normal(
     async with running_server(strict) as server:
         peer = await server.client()
         await peer.send(Close(0, ""))
+        assert await peer.receive() == Close(0, "")
         await peer.expect_eof()
         await trio.testing.wait_all_tasks_blocked()
         assert server.events[-1][2] is DisconnectReason.CLOSED_BY_PEER
@@ -400,6 +403,7 @@ async def test_receive_after_close_raises(autojump_clock: Any) -> None:
     async with running_server(handler) as server:
         peer = await server.client()
         await peer.send(Close(4, "too many pings?"))
+        assert await peer.receive() == Close(0, "")
         await peer.expect_eof()
         await trio.testing.wait_all_tasks_blocked()
     (error,) = errors
@@ -426,6 +430,7 @@ async def test_max_connections(autojump_clock: Any) -> None:
         assert await third.receive() == Close(6, "server full (2 connections)")
         await third.expect_eof()
         await first.send(Close(0, ""))
+        assert await first.receive() == Close(0, "")
         await first.expect_eof()
         await trio.testing.wait_all_tasks_blocked()
         fourth = await server.client()

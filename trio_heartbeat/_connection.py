@@ -184,9 +184,18 @@ class HeartbeatConnection:
         self._space_lot = trio.lowlevel.ParkingLot()
         self._activity_lot = trio.lowlevel.ParkingLot()
         self._receive_buffer = receive_buffer
+        # First recorded reason the connection ended (or is ending).
         self._close_info: _CloseInfo | None = None
-        self._stream_closed = False
+        # No frame may follow: our CLOSE went out, or a send was cut mid-frame.
+        self._close_sent = False
         self._send_interrupted = False
+        self._stream_closed = False
+        # No more DATA can arrive: the reader finished or the stream is closed.
+        self._receive_done = False
+        self._reader_running = False
+        self._reader_done_event: trio.Event | None = None
+        # Server bookkeeping: the disconnect was logged and reported.
+        self._finished = False
         self._cancel_scope: trio.CancelScope | None = None
         self._touch: Callable[[], None] | None = None
         self._ping_sent_at: float | None = None
@@ -252,8 +261,8 @@ class HeartbeatConnection:
                 if self._space_lot:
                     self._space_lot.unpark_all()
                 return data
-            if self._close_info is not None:
-                raise self._close_info.error()
+            if self._receive_done:
+                raise self._closed_error()
             await self._receive_lot.park()
 
     def __aiter__(self) -> HeartbeatConnection:
@@ -275,17 +284,24 @@ class HeartbeatConnection:
         await self._send_ping(payload, resend=False)
 
     async def aclose(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
-        """Close gracefully: send CLOSE(code) if possible, then close the stream.
+        """Close gracefully: send CLOSE(code), wait for the peer's, close the stream.
 
-        Idempotent. Sending CLOSE is bounded by ``close_timeout`` and shielded
-        from cancellation, and the stream is closed even if this is cancelled.
+        While waiting (at most ``close_timeout``), DATA the peer sent before its
+        own CLOSE is still delivered to :meth:`receive`, so replies in flight
+        are not lost. Idempotent; sending CLOSE is shielded from cancellation
+        and bounded, and the stream is closed even if this is cancelled.
         """
-        if self._close_info is None:
-            self._set_closed(
-                _CloseInfo(code, reason, False, DisconnectReason.CLOSED_LOCALLY)
-            )
-            await self._send_close_and_shut(code, reason)
-        else:
+        self._set_closed(
+            _CloseInfo(code, reason, False, DisconnectReason.CLOSED_LOCALLY)
+        )
+        try:
+            await self._send_close(code, reason)
+            if self._reader_running and not self._receive_done:
+                if self._reader_done_event is None:
+                    self._reader_done_event = trio.Event()
+                with trio.move_on_after(self.close_timeout, shield=True):
+                    await self._reader_done_event.wait()
+        finally:
             await self._shut_stream()
 
     # ------------------------------------------------------------ internals
@@ -297,23 +313,52 @@ class HeartbeatConnection:
         self._activity_lot.unpark_all()
         self._space_lot.unpark_all()
 
+    def _closed_error(self) -> ConnectionClosed:
+        if self._close_info is None:
+            return ConnectionClosed(
+                None,
+                "",
+                by_peer=False,
+                disconnect_reason=DisconnectReason.CLOSED_LOCALLY,
+            )
+        return self._close_info.error()
+
+    def _mark_receive_done(self) -> None:
+        self._receive_done = True
+        self._receive_lot.unpark_all()
+        if self._reader_done_event is not None:
+            self._reader_done_event.set()
+
     async def _shut_stream(self) -> None:
+        self._mark_receive_done()
         if not self._stream_closed:
             self._stream_closed = True
             await trio.aclose_forcefully(self._stream)
 
+    async def _send_close(self, code: int, reason: str) -> None:
+        """Send CLOSE once, if the stream can still carry a whole frame.
+
+        Shielded and bounded by ``close_timeout``: a peer that stopped reading
+        cannot hold the close up.
+        """
+        if self._close_sent or self._send_interrupted or self._stream_closed:
+            return
+        self._close_sent = True
+        wire = encode(Close(code, reason[:200]))
+        with trio.move_on_after(self.close_timeout, shield=True):
+            async with self._send_lock:
+                if self._send_interrupted or self._stream_closed:
+                    return
+                try:
+                    await self._stream.send_all(wire)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+                self._count_sent(1, len(wire))
+
     async def _send_close_and_shut(self, code: int, reason: str) -> None:
         """Send CLOSE (bounded, shielded), then close the stream whatever happens."""
         try:
-            if not self._send_interrupted and not self._stream_closed:
-                wire = encode(Close(code, reason[:200]))
-                with trio.move_on_after(self.close_timeout, shield=True):
-                    async with self._send_lock:
-                        if not self._send_interrupted:
-                            await self._stream.send_all(wire)
-                            self._count_sent(1, len(wire))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            await self._send_close(code, reason)
         finally:
             await self._shut_stream()
 
@@ -331,11 +376,13 @@ class HeartbeatConnection:
         stats.last_sent = trio.current_time()
 
     async def _send(self, wire: bytes, frames: int = 1) -> None:
-        if self._close_info is not None:
-            raise self._close_info.error()
+        # Sending stays possible after the peer's CLOSE (last replies), until
+        # our own CLOSE is out or the stream is gone.
+        if self._close_sent or self._stream_closed:
+            raise self._closed_error()
         async with self._send_lock:
-            if self._close_info is not None:
-                raise self._close_info.error()
+            if self._close_sent or self._stream_closed:
+                raise self._closed_error()
             try:
                 await self._stream.send_all(wire)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -347,8 +394,7 @@ class HeartbeatConnection:
                         DisconnectReason.CONNECTION_LOST,
                     )
                 )
-                assert self._close_info is not None
-                raise self._close_info.error() from None
+                raise self._closed_error() from None
             except BaseException:
                 # Cancelled (or worse) mid-send: part of a frame may be on the
                 # wire, so no further frame may follow it.
@@ -433,16 +479,30 @@ class HeartbeatConnection:
         """The reader task: receive, decode, dispatch until the connection ends.
 
         It never raises for anything the peer does: every ending is recorded as
-        the close reason and wakes the application's blocked calls.
+        the close reason and wakes the application's blocked calls. When the
+        peer closed, the application gets to read what was queued and
+        ``close_timeout`` more to finish (its last replies), then the
+        connection's scope (handler or client body) is cancelled.
         """
+        self._reader_running = True
+        peer_closed = False
         try:
-            await self._read_loop()
+            peer_closed = await self._read_loop()
         except RemoteProtocolError as exc:
             await self._protocol_failure(exc)
         except ConnectionClosed:
             pass  # a send of ours found the connection closed; reason recorded
+        finally:
+            self._reader_running = False
+            self._mark_receive_done()
+        if peer_closed and self._cancel_scope is not None:
+            while self._received:
+                await self._space_lot.park()
+            await trio.sleep(self.close_timeout)
+            self._cancel_scope.cancel()
 
-    async def _read_loop(self) -> None:
+    async def _read_loop(self) -> bool:
+        """Read until the peer closes (returns True) or we stop (returns False)."""
         stream = self._stream
         decoder = self._decoder
         stats = self.stats
@@ -471,7 +531,8 @@ class HeartbeatConnection:
                 elif frame_class is Close:
                     assert isinstance(frame, Close)
                     stats.frames_received += frames
-                    await self._peer_closed(
+                    stats.last_received = trio.current_time()
+                    self._set_closed(
                         _CloseInfo(
                             frame.code,
                             frame.reason,
@@ -479,11 +540,14 @@ class HeartbeatConnection:
                             DisconnectReason.CLOSED_BY_PEER,
                         )
                     )
-                    return
+                    if out:
+                        await self._send(b"".join(out), len(out))
+                    return True
                 else:
                     raise RemoteProtocolError("unexpected HELLO after the handshake")
             if frames:
                 stats.frames_received += frames
+                stats.last_received = trio.current_time()
                 if self._touch is not None:
                     self._touch()
                 if received and self._receive_lot:
@@ -496,7 +560,7 @@ class HeartbeatConnection:
                         b"".join(out) if len(out) > 1 else out[0], len(out)
                     )
             if decoder.eof:
-                await self._peer_closed(
+                self._set_closed(
                     _CloseInfo(
                         None,
                         "stream ended without CLOSE",
@@ -504,26 +568,24 @@ class HeartbeatConnection:
                         DisconnectReason.CLOSED_BY_PEER,
                     )
                 )
-                return
-            while len(received) >= self._receive_buffer and self._close_info is None:
+                return True
+            while len(received) >= self._receive_buffer and not self._stream_closed:
                 await self._space_lot.park()
-            if self._close_info is not None:
-                return
             try:
                 data = await stream.receive_some(RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                if self._close_info is None:
-                    await self._peer_closed(
-                        _CloseInfo(
-                            None,
-                            str(exc) or type(exc).__name__,
-                            True,
-                            DisconnectReason.CONNECTION_LOST,
-                        )
+            except trio.ClosedResourceError:
+                return False  # we closed it
+            except trio.BrokenResourceError as exc:
+                self._set_closed(
+                    _CloseInfo(
+                        None,
+                        str(exc.__cause__ or exc) or type(exc).__name__,
+                        True,
+                        DisconnectReason.CONNECTION_LOST,
                     )
-                return
+                )
+                return True
             stats.bytes_received += len(data)
-            stats.last_received = trio.current_time()
             decoder.receive_data(data)
 
     def _pong_received(self, payload: bytes) -> None:
@@ -535,12 +597,3 @@ class HeartbeatConnection:
             self._ping_sent_at = None
         if self.on_pong is not None:
             self.on_pong(payload)
-
-    async def _peer_closed(self, info: _CloseInfo) -> None:
-        """The peer is gone: let the application drain its data, then cancel."""
-        self._set_closed(info)
-        await self._shut_stream()
-        while self._received:
-            await self._space_lot.park()
-        if self._cancel_scope is not None:
-            self._cancel_scope.cancel()

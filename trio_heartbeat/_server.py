@@ -113,7 +113,7 @@ class _Server:
             await self._run(conn)
         except BaseException as exc:
             cancelled, _ = _split_cancelled(exc)
-            if cancelled and not conn.closed:
+            if cancelled:
                 await self._finish(
                     conn,
                     _CloseInfo(
@@ -243,28 +243,30 @@ class _Server:
         )
 
     async def _finish(self, conn: HeartbeatConnection, info: _CloseInfo) -> None:
-        """Send CLOSE if we are the side ending it, close, log once, run the hook.
+        """End the connection once: CLOSE (unless it cannot be sent), close, log, hook.
 
-        The log line and the hook run even if this is cancelled while closing.
+        ``info`` is our reason; if the connection had already ended another way
+        (the peer closed, a protocol error) that first reason is what is
+        reported. The log line and the hook run even if this is cancelled.
         """
+        if conn._finished:
+            return
+        conn._finished = True
         already = conn._close_info
         try:
-            if already is None:
-                conn._set_closed(info)
-                if info.by_peer:
-                    await conn._shut_stream()
-                else:
-                    await conn._send_close_and_shut(
-                        info.code if info.code is not None else CloseCode.NORMAL,
-                        info.reason,
-                    )
-            else:
-                info = already
+            conn._set_closed(info)
+            if info.by_peer:
                 await conn._shut_stream()
+            else:
+                await conn._send_close_and_shut(
+                    info.code if info.code is not None else CloseCode.NORMAL,
+                    info.reason,
+                )
         finally:
-            reason = info.disconnect_reason
-            detail = f": {info.reason}" if info.reason else ""
-            code = "" if info.code is None else f" [CLOSE {info.code}]"
+            report = already or info
+            reason = report.disconnect_reason
+            detail = f": {report.reason}" if report.reason else ""
+            code = "" if report.code is None else f" [CLOSE {report.code}]"
             if reason is DisconnectReason.HEARTBEAT_TIMEOUT:
                 logger.warning("kick %s: %s%s%s", conn.peer, reason.value, code, detail)
             else:
