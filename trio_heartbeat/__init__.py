@@ -12,6 +12,7 @@ from ._client import ConnectionAttempt as ConnectionAttempt
 from ._client import Reconnector as Reconnector
 from ._client import connect_stream as connect_stream
 from ._client import open_connection as open_connection
+from ._client import reconnecting as reconnecting
 from ._config import ClientConfig as ClientConfig
 from ._config import HandshakeError as HandshakeError
 from ._config import Negotiated as Negotiated

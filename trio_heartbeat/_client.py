@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import random
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -32,7 +33,13 @@ from ._protocol import PROTOCOL_VERSION, CloseCode, RemoteProtocolError
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["ConnectionAttempt", "Reconnector", "connect_stream", "open_connection"]
+__all__ = [
+    "ConnectionAttempt",
+    "Reconnector",
+    "connect_stream",
+    "open_connection",
+    "reconnecting",
+]
 
 logger = logging.getLogger("trio_heartbeat.client")
 
@@ -120,16 +127,19 @@ async def _heartbeat_loop(
             first_ping = trio.current_time()
             answered_after = stats.frames_received
             for attempt in range(retries + 1):
-                payload = ping_payload() if ping_payload is not None else b""
-                await conn._send_ping(payload, resend=attempt > 0)
                 if attempt:
                     logger.info(
-                        "no answer from %s: PING resent (%d of %d)",
+                        "no answer from %s: resending PING (%d of %d)",
                         conn.peer,
                         attempt,
                         retries,
                     )
+                # Bounded by the attempt's deadline, sending included: a send
+                # stuck behind a blocked DATA frame (a dead peer's full window)
+                # must not hold up the verdict.
                 with trio.move_on_at(first_ping + (attempt + 1) * retry_interval):
+                    payload = ping_payload() if ping_payload is not None else b""
+                    await conn._send_ping(payload, resend=attempt > 0)
                     while stats.frames_received == answered_after:
                         await conn._wait_activity()
                         if conn.closed:
@@ -324,11 +334,12 @@ class ConnectionAttempt:
 
 
 class Reconnector:
-    """Keep a connection to ``host:port``, reconnecting with backoff.
+    """Keep a connection up, reconnecting with backoff.
 
-    ::
+    ``open_stream()`` makes each new transport (TCP, TLS, a Unix socket...);
+    :func:`reconnecting` is the TCP shorthand::
 
-        async for attempt in Reconnector("example.net", 5005):
+        async for attempt in reconnecting("example.net", 5005):
             async with attempt as conn:
                 async for data in conn:
                     ...
@@ -336,16 +347,15 @@ class Reconnector:
 
     Each iteration sleeps the backoff delay (none before the first), connects
     and completes the handshake, retrying failed connects until one succeeds;
-    every failure is logged and kept in :attr:`last_failure`, and passed to
-    ``on_failure(exc, next_delay)`` if given. A connection that stayed up for
+    every failure is logged, kept in :attr:`last_failure` and passed to
+    ``on_failure(exc, next_window)`` if given. A connection that stayed up for
     ``backoff.reset_after`` seconds resets the backoff. Break out of the loop to
     stop.
     """
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        open_stream: Callable[[], Awaitable[trio.abc.Stream]],
         *,
         config: ClientConfig | None = None,
         backoff: Backoff | None = None,
@@ -353,16 +363,18 @@ class Reconnector:
         on_pong: OnPong | None = None,
         on_failure: Callable[[BaseException, float], object] | None = None,
         rng: random.Random | None = None,
+        name: str = "server",
     ) -> None:
-        self.host = host
-        self.port = port
+        self.open_stream = open_stream
         self.config = config or ClientConfig()
         self.backoff = backoff or Backoff()
         self.ping_payload = ping_payload
         self.on_pong = on_pong
         self.on_failure = on_failure
         self.rng = rng or random.Random()
+        self.name = name
         self.last_failure: BaseException | None = None
+        #: Connections made so far (successful handshakes).
         self.connections = 0
         self._pending: ConnectionAttempt | None = None
         self._delay_next = False
@@ -370,20 +382,21 @@ class Reconnector:
     def __aiter__(self) -> Reconnector:
         return self
 
+    def _failed(self, failure: BaseException, what: str) -> None:
+        self.last_failure = failure
+        logger.warning("%s %s: %s", what, self.name, failure or type(failure).__name__)
+        if self.on_failure is not None:
+            self.on_failure(failure, self.backoff.window())
+
     def _attempt_ended(
         self, attempt: ConnectionAttempt, failure: BaseException | None
     ) -> None:
         self.backoff.connection_ended(trio.current_time() - attempt.connected_at)
         if failure is not None:
-            self.last_failure = failure
-            logger.warning(
-                "connection to %s:%s ended: %s", self.host, self.port, failure
-            )
-            if self.on_failure is not None:
-                self.on_failure(failure, self.backoff.window())
+            self._failed(failure, "connection ended to")
 
     async def _connect(self) -> tuple[HeartbeatConnection, Negotiated]:
-        stream = await trio.open_tcp_stream(self.host, self.port)
+        stream = await self.open_stream()
         conn = HeartbeatConnection(
             stream,
             max_frame_size=self.config.max_frame_size,
@@ -400,24 +413,25 @@ class Reconnector:
             delay = self.backoff.next_delay() if self._delay_next else 0.0
             self._delay_next = True
             if delay:
-                logger.info(
-                    "reconnecting to %s:%s in %.2f s", self.host, self.port, delay
-                )
+                logger.info("reconnecting to %s in %.2f s", self.name, delay)
                 await trio.sleep(delay)
             try:
                 conn, negotiated = await self._connect()
             except CONNECTION_FAILURES as exc:
-                self.last_failure = exc
-                logger.warning(
-                    "connect to %s:%s failed: %s",
-                    self.host,
-                    self.port,
-                    exc or type(exc),
-                )
-                if self.on_failure is not None:
-                    self.on_failure(exc, self.backoff.window())
+                self._failed(exc, "could not connect to")
                 continue
             self.connections += 1
             attempt = ConnectionAttempt(self, conn, negotiated, self.connections, delay)
             self._pending = attempt
             return attempt
+
+
+def reconnecting(
+    host: str,
+    port: int,
+    **kwargs: Any,
+) -> Reconnector:
+    """A :class:`Reconnector` over TCP to ``host:port`` (keyword options as there)."""
+    return Reconnector(
+        partial(trio.open_tcp_stream, host, port), name=f"{host}:{port}", **kwargs
+    )

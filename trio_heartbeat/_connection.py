@@ -378,10 +378,10 @@ class HeartbeatConnection:
     async def _send(self, wire: bytes, frames: int = 1) -> None:
         # Sending stays possible after the peer's CLOSE (last replies), until
         # our own CLOSE is out or the stream is gone.
-        if self._close_sent or self._stream_closed:
+        if self._close_sent or self._stream_closed or self._send_interrupted:
             raise self._closed_error()
         async with self._send_lock:
-            if self._close_sent or self._stream_closed:
+            if self._close_sent or self._stream_closed or self._send_interrupted:
                 raise self._closed_error()
             try:
                 await self._stream.send_all(wire)
@@ -399,6 +399,14 @@ class HeartbeatConnection:
                 # Cancelled (or worse) mid-send: part of a frame may be on the
                 # wire, so no further frame may follow it.
                 self._send_interrupted = True
+                self._set_closed(
+                    _CloseInfo(
+                        None,
+                        "a send was interrupted mid-frame",
+                        False,
+                        DisconnectReason.CONNECTION_LOST,
+                    )
+                )
                 raise
             self._count_sent(frames, len(wire))
 
