@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from functools import partial
 from typing import Any
@@ -72,10 +73,9 @@ class ScriptedServer:
 
     async def _answer(self, ping: Ping) -> None:
         await trio.sleep(self.delay)
-        try:
+        # The client may have left meanwhile.
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self.peer.send(Pong(b"srv:" + ping.payload))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the client has left meanwhile
 
 
 async def start_scripted(
@@ -436,17 +436,17 @@ async def test_replies_in_flight_survive_client_close(autojump_clock: Any) -> No
     got: list[bytes] = []
     async with trio.open_nursery() as nursery:
         await nursery.start(serve_listeners, echo, [listener])
-        async with connect_stream(await listener.connect()) as conn:
-            async with trio.open_nursery() as inner:
+        stream = await listener.connect()
+        async with connect_stream(stream) as conn, trio.open_nursery() as inner:
 
-                async def printer() -> None:
-                    async for data in conn:
-                        got.append(data)
+            async def printer() -> None:
+                async for data in conn:
+                    got.append(data)
 
-                inner.start_soon(printer)
-                for word in (b"a", b"b", b"c"):
-                    await conn.send(word)
-                await conn.aclose()
+            inner.start_soon(printer)
+            for word in (b"a", b"b", b"c"):
+                await conn.send(word)
+            await conn.aclose()
         assert got == [b"A", b"B", b"C"]
         nursery.cancel_scope.cancel()
 
