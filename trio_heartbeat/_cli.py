@@ -1,0 +1,412 @@
+"""``python -m trio_heartbeat serve|connect``: demo server and interactive client.
+
+The flag names are a contract that other tests and scripts rely on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, NoReturn
+
+import trio
+
+from ._backoff import Backoff
+from ._client import open_connection, reconnecting
+from ._config import ClientConfig, ServerConfig
+from ._connection import (
+    ConnectionClosed,
+    DisconnectReason,
+    HeartbeatConnection,
+    HeartbeatTimeout,
+)
+from ._server import serve_tcp
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = ["main"]
+
+logger = logging.getLogger("trio_heartbeat.cli")
+
+EXIT_OK = 0
+EXIT_CONNECTION = 1
+EXIT_USAGE = 2
+EXIT_DEAD = 3
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m trio_heartbeat",
+        description="Heartbeat server and client for long-lived TCP connections.",
+    )
+    commands = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser
+    )
+    log_levels = ["DEBUG", "INFO", "WARNING", "ERROR"]
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the heartbeat server (an upper-casing echo server)",
+        description="Run the heartbeat server. Each DATA frame is answered with "
+        "the same bytes upper-cased; silent clients are kicked.",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default %(default)s)"
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=5005,
+        help="TCP port, 0 for any (default %(default)s)",
+    )
+    serve.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="kick a client after S seconds without a frame (default %(default)g)",
+    )
+    serve.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds a client has to send HELLO (default %(default)g)",
+    )
+    serve.add_argument(
+        "--min-interval",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="smallest heartbeat interval granted (default %(default)g)",
+    )
+    serve.add_argument(
+        "--max-frame-size",
+        type=int,
+        default=1 << 20,
+        metavar="BYTES",
+        help="largest frame accepted (default %(default)d)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        metavar="N",
+        help="refuse clients past N with CLOSE(6) (default: no limit)",
+    )
+    serve.add_argument(
+        "--no-heartbeat",
+        action="store_true",
+        help="never kick silent clients (debugging); PINGs are still answered",
+    )
+    serve.add_argument(
+        "--log-level", default="INFO", type=str.upper, choices=log_levels
+    )
+
+    connect = commands.add_parser(
+        "connect",
+        help="connect, relay stdin lines as DATA, print DATA received",
+        description="Interactive client: each stdin line is sent as one DATA frame; "
+        "each DATA received is printed on its own line. Exit codes: 0 stdin ended "
+        "and closed normally, 1 refused/closed/lost, 2 usage, 3 server declared dead.",
+    )
+    connect.add_argument(
+        "host",
+        nargs="?",
+        default="127.0.0.1",
+        help="server address (default %(default)s)",
+    )
+    connect.add_argument(
+        "--port", type=int, default=5005, help="server port (default %(default)s)"
+    )
+    connect.add_argument(
+        "--interval",
+        type=float,
+        default=25.0,
+        metavar="S",
+        help="PING after S idle seconds (default %(default)g)",
+    )
+    connect.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        metavar="N",
+        help="unanswered resends before the server is dead (default %(default)d)",
+    )
+    connect.add_argument(
+        "--retry-interval",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds between resends (default %(default)g)",
+    )
+    connect.add_argument(
+        "--reconnect",
+        action="store_true",
+        help="reconnect with backoff instead of exiting, until stdin ends",
+    )
+    connect.add_argument(
+        "--log-level", default="WARNING", type=str.upper, choices=log_levels
+    )
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+
+
+# ------------------------------------------------------------ serve
+
+
+async def echo_upper(conn: HeartbeatConnection) -> None:
+    """The sources' demo application: answer each DATA upper-cased."""
+    async for data in conn:
+        await conn.send(data.upper())
+
+
+async def _serve(config: ServerConfig, host: str, port: int) -> int:
+    async with trio.open_nursery() as nursery:
+        try:
+            listeners: list[Any] = await nursery.start(
+                partial(serve_tcp, echo_upper, port, host=host, config=config)
+            )
+        except OSError as exc:
+            print(f"cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+            return EXIT_CONNECTION
+        for listener in listeners:
+            address = listener.socket.getsockname()
+            shown = f"[{address[0]}]" if ":" in address[0] else address[0]
+            print(f"listening on {shown}:{address[1]}", flush=True)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                logger.info(
+                    "%s received: closing every connection", signal.Signals(signum).name
+                )
+                nursery.cancel_scope.cancel()
+                break
+    return EXIT_OK
+
+
+# ------------------------------------------------------------ connect
+
+
+def _read_stdin_chunk() -> bytes:
+    # os.read on the raw descriptor, not sys.stdin.buffer: a thread abandoned in
+    # a BufferedReader holds its lock, and CPython aborts at exit if it is held.
+    return os.read(0, 65536)
+
+
+async def _read_stdin(
+    read_chunk: Callable[[], bytes],
+    lines: trio.MemorySendChannel[bytes],
+    ended: trio.Event,
+) -> None:
+    """Feed stdin lines (newline stripped) into ``lines``; set ``ended`` at EOF."""
+    pending = b""
+    async with lines:
+        while True:
+            chunk = await trio.to_thread.run_sync(read_chunk, abandon_on_cancel=True)
+            if not chunk:
+                if pending:
+                    await lines.send(pending.rstrip(b"\r"))
+                ended.set()
+                return
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            for line in complete:
+                await lines.send(line.rstrip(b"\r"))
+
+
+def _write_line(data: bytes) -> None:
+    sys.stdout.buffer.write(data + b"\n")
+    sys.stdout.buffer.flush()
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
+    return [exc]
+
+
+def _connection_error(exc: BaseException) -> BaseException:
+    """The exception that says what happened to the connection, out of a group."""
+    leaves = _leaves(exc)
+    for kind in (HeartbeatTimeout, ConnectionClosed, OSError, trio.BrokenResourceError):
+        for leaf in leaves:
+            if isinstance(leaf, kind):
+                return leaf
+    return exc
+
+
+async def _relay(
+    conn: HeartbeatConnection,
+    lines: trio.MemoryReceiveChannel[bytes],
+    unsent: list[bytes],
+) -> None:
+    """Stdin lines out, DATA in, until stdin ends (then close gracefully).
+
+    A line taken from stdin but not sent because the connection died stays in
+    ``unsent`` for the next connection.
+    """
+
+    async def print_incoming() -> None:
+        try:
+            while True:
+                _write_line(await conn.receive())
+        except ConnectionClosed as exc:
+            if exc.disconnect_reason is not DisconnectReason.CLOSED_LOCALLY:
+                raise
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(print_incoming)
+            while unsent:
+                await conn.send(unsent[0])
+                unsent.pop(0)
+            async for line in lines:
+                unsent.append(line)
+                await conn.send(line)
+                unsent.pop()
+            await conn.aclose()  # waits for replies in flight, then the server's CLOSE
+    except BaseExceptionGroup as group:
+        raise _connection_error(group) from None
+
+
+def _report(exc: BaseException) -> int:
+    error = _connection_error(exc)
+    if isinstance(error, HeartbeatTimeout):
+        print(f"server declared dead: {error.reason}", file=sys.stderr)
+        return EXIT_DEAD
+    if isinstance(error, ConnectionClosed):
+        print(f"connection closed: {error}", file=sys.stderr)
+        return EXIT_CONNECTION
+    if isinstance(error, (OSError, trio.BrokenResourceError)):
+        print(f"connection failed: {error}", file=sys.stderr)
+        return EXIT_CONNECTION
+    raise exc
+
+
+async def _reconnect_loop(
+    args: argparse.Namespace,
+    config: ClientConfig,
+    lines: trio.MemoryReceiveChannel[bytes],
+    stdin_ended: trio.Event,
+) -> int:
+    """Reconnect after every failure until stdin ends with nothing left unsent.
+
+    Exit code 0 when the last connection closed normally after stdin ended;
+    otherwise the code of the last failure (stdin ended while disconnected).
+    """
+    unsent: list[bytes] = []
+    connected = False
+    reconnector = reconnecting(args.host, args.port, config=config, backoff=Backoff())
+    async with trio.open_nursery() as nursery:
+
+        async def stop_if_idle_at_eof() -> None:
+            await stdin_ended.wait()
+            if not connected and not unsent:
+                nursery.cancel_scope.cancel()  # nothing left to deliver
+
+        nursery.start_soon(stop_if_idle_at_eof)
+        async for attempt in reconnector:
+            connected = True
+            async with attempt as conn:
+                logger.info("connected to %s:%s", args.host, args.port)
+                await _relay(conn, lines, unsent)
+            connected = False
+            if attempt.failure is None:
+                nursery.cancel_scope.cancel()
+                return EXIT_OK  # stdin ended and the connection closed normally
+            if stdin_ended.is_set() and not unsent:
+                break
+        nursery.cancel_scope.cancel()
+    if reconnector.last_failure is None:
+        return EXIT_OK
+    return _report(reconnector.last_failure)
+
+
+async def _connect(
+    args: argparse.Namespace, config: ClientConfig, read_chunk: Callable[[], bytes]
+) -> int:
+    send_lines, lines = trio.open_memory_channel[bytes](0)
+    stdin_ended = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_read_stdin, read_chunk, send_lines, stdin_ended)
+        if args.reconnect:
+            code = await _reconnect_loop(args, config, lines, stdin_ended)
+        else:
+            try:
+                async with open_connection(args.host, args.port, config=config) as conn:
+                    await _relay(conn, lines, [])
+                code = EXIT_OK
+            except Exception as exc:
+                code = _report(exc)
+        nursery.cancel_scope.cancel()
+    return code
+
+
+# ------------------------------------------------------------ entry point
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    read_chunk: Callable[[], bytes] | None = None,
+) -> int:
+    """Run the command line; returns the exit code.
+
+    ``read_chunk`` replaces reading stdin for ``connect`` (b"" means EOF).
+    """
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    _setup_logging(args.log_level)
+    try:
+        if args.command == "serve":
+            server_config = ServerConfig(
+                timeout=args.timeout,
+                handshake_timeout=args.handshake_timeout,
+                min_interval=args.min_interval,
+                max_frame_size=args.max_frame_size,
+                max_connections=args.max_connections,
+                enabled=not args.no_heartbeat,
+            )
+        else:
+            client_config = ClientConfig(
+                interval=args.interval,
+                retries=args.retries,
+                retry_interval=args.retry_interval,
+            )
+    except (ValueError, TypeError) as exc:
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.command == "serve":
+            return trio.run(_serve, server_config, args.host, args.port)
+        return trio.run(_connect, args, client_config, read_chunk or _read_stdin_chunk)
+    except KeyboardInterrupt:
+        return 130
