@@ -43,7 +43,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def pin(cpu: int) -> None:
-    if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > cpu:  # type: ignore[operator]
+    cores = os.cpu_count() or 1
+    if hasattr(os, "sched_setaffinity") and cores > cpu:
         os.sched_setaffinity(0, {cpu})
 
 
@@ -53,7 +54,7 @@ def start_server(extra: list[str]) -> tuple[subprocess.Popen[bytes], int]:
     process = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
-        preexec_fn=lambda: pin(0),  # noqa: PLW1509 - affinity only
+        preexec_fn=lambda: pin(0),
     )
     assert process.stdout is not None
     line = process.stdout.readline().decode()
@@ -170,7 +171,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         results["cpu_us_per_heartbeat"] = round(used / count * 1e6, 1)
         latencies.sort()
         results["latency_p50_ms"] = round(statistics.median(latencies) * 1e3, 3)
-        results["latency_p99_ms"] = round(latencies[int(len(latencies) * 0.99)] * 1e3, 3)
+        results["latency_p99_ms"] = round(
+            latencies[int(len(latencies) * 0.99)] * 1e3, 3
+        )
 
         results["max_heartbeats_per_s"] = round(await driver.max_rate(args.max_seconds))
         await load.close()
