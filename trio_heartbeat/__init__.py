@@ -13,8 +13,10 @@ from ._client import Reconnector as Reconnector
 from ._client import connect_stream as connect_stream
 from ._client import open_connection as open_connection
 from ._client import reconnecting as reconnecting
+from ._config import AUTO as AUTO
 from ._config import ClientConfig as ClientConfig
 from ._config import HandshakeError as HandshakeError
+from ._config import KeepaliveConfig as KeepaliveConfig
 from ._config import Negotiated as Negotiated
 from ._config import ServerConfig as ServerConfig
 from ._config import negotiate as negotiate
@@ -25,6 +27,7 @@ from ._connection import HeartbeatConnection as HeartbeatConnection
 from ._connection import HeartbeatTimeout as HeartbeatTimeout
 from ._idle import IdleWatchdog as IdleWatchdog
 from ._idle import idle_timeout as idle_timeout
+from ._keepalive import configure_keepalive as configure_keepalive
 from ._protocol import DEFAULT_MAX_FRAME_SIZE as DEFAULT_MAX_FRAME_SIZE
 from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
 from ._protocol import Close as Close

@@ -18,13 +18,14 @@ import trio
 
 from ._backoff import Backoff
 from ._client import open_connection, reconnecting
-from ._config import ClientConfig, ServerConfig
+from ._config import AUTO, ClientConfig, KeepaliveConfig, ServerConfig
 from ._connection import (
     ConnectionClosed,
     DisconnectReason,
     HeartbeatConnection,
     HeartbeatTimeout,
 )
+from ._legacy import LegacyHeartbeatTimeout, open_legacy_connection, serve_legacy_tcp
 from ._server import serve_tcp
 
 if sys.version_info < (3, 11):
@@ -119,6 +120,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "--log-level", default="INFO", type=str.upper, choices=log_levels
     )
 
+    _add_common_flags(serve)
+
     connect = commands.add_parser(
         "connect",
         help="connect, relay stdin lines as DATA, print DATA received",
@@ -164,7 +167,63 @@ def _build_parser() -> argparse.ArgumentParser:
     connect.add_argument(
         "--log-level", default="WARNING", type=str.upper, choices=log_levels
     )
+    _add_common_flags(connect)
     return parser
+
+
+def _user_timeout(value: str) -> float | str:
+    if value == AUTO:
+        return AUTO
+    return float(value)
+
+
+def _add_common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--protocol",
+        choices=["framed", "seed"],
+        default="framed",
+        help="framed: this project's protocol; seed: the source documents' raw "
+        "text protocol (HeartBeat/OK), to talk to their C programs",
+    )
+    kernel = parser.add_argument_group(
+        "kernel keepalive",
+        "TCP keepalive probes an idle connection; TCP_USER_TIMEOUT bounds how long "
+        "sent data may stay unacknowledged (keepalive alone does nothing then).",
+    )
+    kernel.add_argument(
+        "--keepalive-idle",
+        type=float,
+        metavar="S",
+        help="idle seconds before the first probe (TCP_KEEPIDLE)",
+    )
+    kernel.add_argument(
+        "--keepalive-interval",
+        type=float,
+        metavar="S",
+        help="seconds between probes (TCP_KEEPINTVL)",
+    )
+    kernel.add_argument(
+        "--keepalive-count",
+        type=int,
+        metavar="N",
+        help="unanswered probes before the kernel drops it (TCP_KEEPCNT)",
+    )
+    kernel.add_argument("--user-timeout", type=_user_timeout, metavar="S|auto",
+                        help="TCP_USER_TIMEOUT in seconds; 'auto' derives it from the "
+                        "heartbeat timeout")  # fmt: skip
+
+
+def _keepalive_from(args: argparse.Namespace) -> KeepaliveConfig | None:
+    values = (args.keepalive_idle, args.keepalive_interval, args.keepalive_count,
+              args.user_timeout)  # fmt: skip
+    if all(v is None for v in values):
+        return None
+    return KeepaliveConfig(
+        idle=args.keepalive_idle,
+        interval=args.keepalive_interval,
+        count=args.keepalive_count,
+        user_timeout=args.user_timeout,
+    )
 
 
 def _setup_logging(level: str) -> None:
@@ -185,12 +244,14 @@ async def echo_upper(conn: HeartbeatConnection) -> None:
         await conn.send(data.upper())
 
 
-async def _serve(config: ServerConfig, host: str, port: int) -> int:
+async def _serve(config: ServerConfig, host: str, port: int, protocol: str) -> int:
+    if protocol == "seed":
+        serve: Any = partial(serve_legacy_tcp, port, host=host, config=config)
+    else:
+        serve = partial(serve_tcp, echo_upper, port, host=host, config=config)
     async with trio.open_nursery() as nursery:
         try:
-            listeners: list[Any] = await nursery.start(
-                partial(serve_tcp, echo_upper, port, host=host, config=config)
-            )
+            listeners: list[Any] = await nursery.start(serve)
         except OSError as exc:
             print(f"cannot listen on {host}:{port}: {exc}", file=sys.stderr)
             return EXIT_CONNECTION
@@ -346,6 +407,69 @@ async def _reconnect_loop(
     return _report(reconnector.last_failure)
 
 
+async def _seed_session(
+    args: argparse.Namespace,
+    config: ClientConfig,
+    lines: trio.MemoryReceiveChannel[bytes],
+    unsent: list[bytes],
+) -> bool:
+    """One seed-protocol connection; True when stdin ended (a normal finish)."""
+    async with open_legacy_connection(args.host, args.port, config=config) as conn:
+        stdin_done = False
+        async with trio.open_nursery() as nursery:
+            server_closed = trio.Event()
+
+            async def print_incoming() -> None:
+                while data := await conn.receive():
+                    for line in data.rstrip(b"\n").split(b"\n"):
+                        _write_line(line.rstrip(b"\r\0"))
+                server_closed.set()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(print_incoming)
+            while unsent:
+                await conn.send(unsent[0] + b"\n")
+                unsent.pop(0)
+            async for line in lines:
+                unsent.append(line)
+                await conn.send(line + b"\n")  # the C client keeps the newline
+                unsent.pop()
+            stdin_done = True
+            with trio.move_on_after(config.close_timeout):
+                await conn.finish()  # replies in flight still print
+            nursery.cancel_scope.cancel()
+        if server_closed.is_set() and not stdin_done:
+            raise ConnectionClosed(
+                None,
+                "the server closed the connection",
+                by_peer=True,
+                disconnect_reason=DisconnectReason.CLOSED_BY_PEER,
+            )
+    return True
+
+
+async def _connect_seed(
+    args: argparse.Namespace,
+    config: ClientConfig,
+    lines: trio.MemoryReceiveChannel[bytes],
+) -> int:
+    unsent: list[bytes] = []
+    backoff = Backoff()
+    while True:
+        try:
+            await _seed_session(args, config, lines, unsent)
+            return EXIT_OK
+        except (LegacyHeartbeatTimeout, ConnectionClosed, OSError) as exc:
+            if not args.reconnect:
+                if isinstance(exc, LegacyHeartbeatTimeout):
+                    print(f"server declared dead: {exc}", file=sys.stderr)
+                    return EXIT_DEAD
+                return _report(exc)
+            delay = backoff.next_delay()
+            logger.warning("connection ended: %s; reconnecting in %.2f s", exc, delay)
+            await trio.sleep(delay)
+
+
 async def _connect(
     args: argparse.Namespace, config: ClientConfig, read_chunk: Callable[[], bytes]
 ) -> int:
@@ -353,7 +477,9 @@ async def _connect(
     stdin_ended = trio.Event()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_read_stdin, read_chunk, send_lines, stdin_ended)
-        if args.reconnect:
+        if args.protocol == "seed":
+            code = await _connect_seed(args, config, lines)
+        elif args.reconnect:
             code = await _reconnect_loop(args, config, lines, stdin_ended)
         else:
             try:
@@ -393,12 +519,14 @@ def main(
                 max_frame_size=args.max_frame_size,
                 max_connections=args.max_connections,
                 enabled=not args.no_heartbeat,
+                keepalive=_keepalive_from(args),
             )
         else:
             client_config = ClientConfig(
                 interval=args.interval,
                 retries=args.retries,
                 retry_interval=args.retry_interval,
+                keepalive=_keepalive_from(args),
             )
     except (ValueError, TypeError) as exc:
         parser.print_usage(sys.stderr)
@@ -406,7 +534,7 @@ def main(
         return EXIT_USAGE
     try:
         if args.command == "serve":
-            return trio.run(_serve, server_config, args.host, args.port)
+            return trio.run(_serve, server_config, args.host, args.port, args.protocol)
         return trio.run(_connect, args, client_config, read_chunk or _read_stdin_chunk)
     except KeyboardInterrupt:
         return 130

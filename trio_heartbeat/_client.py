@@ -28,6 +28,7 @@ from ._connection import (
     HeartbeatTimeout,
     _CloseInfo,
 )
+from ._keepalive import apply_keepalive
 from ._protocol import PROTOCOL_VERSION, CloseCode, RemoteProtocolError
 
 if sys.version_info < (3, 11):
@@ -74,6 +75,7 @@ def _handshake_failure(
 
 async def _handshake(conn: HeartbeatConnection, config: ClientConfig) -> Negotiated:
     """Send HELLO, adopt the server's answer. Closes the connection on failure."""
+    apply_keepalive(conn.stream, config.keepalive, config.detection_bound)
     failure: _CloseInfo
     try:
         with trio.move_on_after(config.handshake_timeout):

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import attrs
 
 from ._protocol import DEFAULT_MAX_FRAME_SIZE, MAX_ENCODABLE_LENGTH, PROTOCOL_VERSION
 
 __all__ = [
+    "AUTO",
     "ClientConfig",
     "HandshakeError",
+    "KeepaliveConfig",
     "Negotiated",
     "ServerConfig",
     "negotiate",
@@ -87,6 +89,66 @@ def _jitter(instance: object, attribute: attrs.Attribute[Any], value: Any) -> No
         raise ValueError(f"{attribute.name} must be in [0, 1), not {value!r}")
 
 
+#: ``user_timeout=AUTO``: derive TCP_USER_TIMEOUT from the heartbeat timeout, so
+#: the kernel and the application agree on when a peer is dead (gRPC does the
+#: same on Linux with its keepalive timeout).
+AUTO: Final = "auto"
+
+
+def _optional_positive(
+    instance: object, attribute: attrs.Attribute[Any], value: Any
+) -> None:
+    if value is None or (attribute.name == "user_timeout" and value == AUTO):
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{attribute.name} must be a number or None, not {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{attribute.name} must be a positive number, not {value!r}")
+
+
+def _optional_count(
+    instance: object, attribute: attrs.Attribute[Any], value: Any
+) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{attribute.name} must be an int or None, not {value!r}")
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be >= 1, not {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class KeepaliveConfig:
+    """Kernel keepalive settings; ``None`` leaves the system default.
+
+    Setting any of ``idle``, ``interval`` or ``count`` turns SO_KEEPALIVE on.
+    ``user_timeout`` is seconds, or :data:`AUTO` to take the heartbeat timeout.
+    The kernel's own defaults (Linux: idle 7200 s, interval 75 s, 9 probes)
+    detect a dead idle peer after more than two hours.
+    """
+
+    idle: float | None = attrs.field(default=None, validator=_optional_positive)
+    interval: float | None = attrs.field(default=None, validator=_optional_positive)
+    count: int | None = attrs.field(default=None, validator=_optional_count)
+    user_timeout: float | Literal["auto"] | None = attrs.field(
+        default=None, validator=_optional_positive
+    )
+
+    @property
+    def keepalive(self) -> bool:
+        return any(v is not None for v in (self.idle, self.interval, self.count))
+
+    @property
+    def active(self) -> bool:
+        return self.keepalive or self.user_timeout is not None
+
+    def resolve(self, heartbeat_timeout: float) -> KeepaliveConfig:
+        """Replace ``user_timeout=AUTO`` with ``heartbeat_timeout``."""
+        if self.user_timeout == AUTO:
+            return attrs.evolve(self, user_timeout=heartbeat_timeout)
+        return self
+
+
 @attrs.frozen(kw_only=True)
 class ClientConfig:
     """The client's heartbeat settings.
@@ -119,6 +181,15 @@ class ClientConfig:
     enabled: bool = True
     #: Sent in HELLO so the server can tell clients apart in its logs.
     client_id: str | None = None
+    #: Kernel keepalive / TCP_USER_TIMEOUT for the client's socket. With
+    #: ``user_timeout=AUTO`` it is the dead-server bound:
+    #: interval + (retries + 1) x retry_interval.
+    keepalive: KeepaliveConfig | None = None
+
+    @property
+    def detection_bound(self) -> float:
+        """Longest time from the last send until the server is declared dead."""
+        return self.interval + (self.retries + 1) * self.retry_interval
 
 
 @attrs.frozen(kw_only=True)
@@ -147,6 +218,9 @@ class ServerConfig:
     #: Heartbeat enforcement: ``False`` still answers PINGs but never kicks, so a
     #: client paused in a debugger keeps its connection.
     enabled: bool = True
+    #: Kernel keepalive / TCP_USER_TIMEOUT for accepted sockets. With
+    #: ``user_timeout=AUTO`` it is ``timeout``.
+    keepalive: KeepaliveConfig | None = None
 
     @min_interval.validator
     def _check_min_interval(self, attribute: attrs.Attribute[Any], value: Any) -> None:

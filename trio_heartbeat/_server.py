@@ -27,6 +27,7 @@ from ._connection import (
     _CloseInfo,
 )
 from ._idle import IdleWatchdog
+from ._keepalive import apply_keepalive
 from ._protocol import CloseCode, RemoteProtocolError
 
 if sys.version_info < (3, 11):
@@ -89,6 +90,7 @@ class _Server:
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         config = self.config
+        apply_keepalive(stream, config.keepalive, config.timeout)
         conn = HeartbeatConnection(
             stream,
             max_frame_size=config.max_frame_size,
