@@ -230,6 +230,7 @@ class LegacyConnection:
                     return
                 if is_heartbeat_answer(data):
                     self.answers_received += 1
+                    logger.debug("heartbeat answered: %r", data)
                     rest = data[9:] if data.startswith(b"OK\0") else b""
                     if rest.strip(b"\0"):
                         await self._data_send.send(rest.lstrip(b"\0"))
