@@ -166,8 +166,9 @@ async def test_our_client_against_c_server(tmp_path: Path) -> None:
             partial(
                 trio.run_process,
                 [sys.executable, "-m", "trio_heartbeat", "connect",
-                 "--protocol", "seed", "--port", str(port), "--interval", str(interval), "--retries",
-                 str(retries), "--retry-interval", str(retry_interval),
+                 "--protocol", "seed", "--port", str(port),
+                 "--interval", str(interval), "--retries", str(retries),
+                 "--retry-interval", str(retry_interval),
                  "--log-level", "DEBUG"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 check=False,
