@@ -78,9 +78,7 @@ async def test_c_client_against_our_server(tmp_path: Path) -> None:
                 0,
                 host="127.0.0.1",
                 config=ServerConfig(timeout=timeout, min_interval=1),
-                on_disconnect=lambda peer, reason: kicks.append(
-                    (time.monotonic(), reason)
-                ),
+                on_disconnect=on_disconnect,
             )
         )
         port = listeners[0].socket.getsockname()[1]
@@ -104,25 +102,28 @@ async def test_c_client_against_our_server(tmp_path: Path) -> None:
                 check=False,
             )
         )
-        assert process.stdin is not None and process.stdout is not None
-        seen = bytearray()
-        with trio.fail_after(20):
-            # Its heartbeat (after 1 s idle, checked with '>' on whole seconds)
-            # gets our OK: it prints "received the server's answer".
-            await read_until(process.stdout, "收到服务端回应".encode(), seen)
-            await process.stdin.send_all(b"hello seed\n")
-            await read_until(process.stdout, b"HELLO SEED\n", seen)
-            await read_until(process.stdout, "收到服务端回应".encode(), seen)
-            # Frozen: TCP stays up, nothing is sent; we kick it at the timeout.
-            process.send_signal(signal.SIGSTOP)
-            frozen_at = time.monotonic()
-            await kicked.wait()
-        kicked_at, reason = kicks[0]
-        assert reason is DisconnectReason.HEARTBEAT_TIMEOUT
-        # The last traffic was at most ~2 s before the freeze (its heartbeat period).
-        assert timeout - 2.5 <= kicked_at - frozen_at <= timeout + 0.5
-        process.send_signal(signal.SIGKILL)
-        process.send_signal(signal.SIGCONT)
+        try:
+            assert process.stdin is not None and process.stdout is not None
+            seen = bytearray()
+            with trio.fail_after(20):
+                # Its heartbeat (after 1 s idle, checked with '>' on whole seconds)
+                # gets our OK: it prints "received the server's answer".
+                await read_until(process.stdout, "收到服务端回应".encode(), seen)
+                await process.stdin.send_all(b"hello seed\n")
+                await read_until(process.stdout, b"HELLO SEED\n", seen)
+                await read_until(process.stdout, "收到服务端回应".encode(), seen)
+                # Frozen: TCP stays up, nothing is sent; we kick it at the timeout.
+                process.send_signal(signal.SIGSTOP)
+                frozen_at = time.monotonic()
+                await kicked.wait()
+            kicked_at, reason = kicks[0]
+            assert reason is DisconnectReason.HEARTBEAT_TIMEOUT
+            # The last traffic was at most ~2 s before the freeze (its period).
+            assert timeout - 2.5 <= kicked_at - frozen_at <= timeout + 0.5
+        finally:
+            # A stopped process ignores SIGTERM: never leave one behind.
+            process.send_signal(signal.SIGKILL)
+            process.send_signal(signal.SIGCONT)
         nursery.cancel_scope.cancel()
 
 
