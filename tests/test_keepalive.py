@@ -1,0 +1,253 @@
+"""Kernel keepalive and TCP_USER_TIMEOUT: socket options, and real dead links."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from trio_heartbeat import (
+    AUTO,
+    ClientConfig,
+    HeartbeatConnection,
+    KeepaliveConfig,
+    ServerConfig,
+    configure_keepalive,
+    open_connection,
+    serve_tcp,
+)
+from trio_heartbeat._cli import _build_parser, _keepalive_from
+
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="Linux socket option names"
+)
+
+
+def options(sock: Any) -> dict[str, int]:
+    get = sock.getsockopt
+    return {
+        "SO_KEEPALIVE": get(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+        "TCP_KEEPIDLE": get(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+        "TCP_KEEPINTVL": get(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+        "TCP_KEEPCNT": get(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+        "TCP_USER_TIMEOUT": get(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+    }
+
+
+@linux_only
+def test_configure_keepalive_sets_and_reports() -> None:
+    with socket.socket() as sock:
+        applied = configure_keepalive(
+            sock, idle=7, interval=2.5, count=4, user_timeout=9.5
+        )
+        expected = {
+            "SO_KEEPALIVE": 1,
+            "TCP_KEEPIDLE": 7,
+            "TCP_KEEPINTVL": 3,  # whole seconds, rounded up
+            "TCP_KEEPCNT": 4,
+            "TCP_USER_TIMEOUT": 9500,
+        }
+        assert applied == expected
+        assert options(sock) == expected
+
+
+def test_missing_option_is_warned_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from trio_heartbeat import _keepalive
+
+    monkeypatch.delattr(socket, "TCP_KEEPCNT", raising=False)
+    monkeypatch.setattr(_keepalive, "_warned", set())
+    caplog.set_level(logging.WARNING, logger="trio_heartbeat.keepalive")
+    for _ in range(3):
+        with socket.socket() as sock:
+            applied = configure_keepalive(sock, count=3)
+        assert "TCP_KEEPCNT" not in applied
+        assert applied.get("SO_KEEPALIVE") == 1
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("TCP_KEEPCNT is not available on")
+
+
+def test_keepalive_config_validation_and_auto() -> None:
+    with pytest.raises(ValueError, match="idle must be a positive number, not 0"):
+        KeepaliveConfig(idle=0)
+    with pytest.raises(ValueError, match="count must be >= 1, not 0"):
+        KeepaliveConfig(count=0)
+    with pytest.raises(TypeError, match="user_timeout must be a number or None"):
+        KeepaliveConfig(user_timeout="soon")  # type: ignore[arg-type]
+    assert KeepaliveConfig(user_timeout=AUTO).resolve(60).user_timeout == 60
+    assert not KeepaliveConfig().active
+    assert KeepaliveConfig(user_timeout=5).active
+    assert not KeepaliveConfig(user_timeout=5).keepalive
+
+
+def test_cli_flags_build_the_config() -> None:
+    parser = _build_parser()
+    for command in ("serve", "connect"):
+        args = parser.parse_args(
+            [command, "--keepalive-idle", "10", "--keepalive-interval", "2",
+             "--keepalive-count", "3", "--user-timeout", "auto"]
+        )  # fmt: skip
+        assert _keepalive_from(args) == KeepaliveConfig(
+            idle=10, interval=2, count=3, user_timeout=AUTO
+        )
+        assert _keepalive_from(parser.parse_args([command])) is None
+    args = parser.parse_args(["serve", "--user-timeout", "4.5"])
+    assert _keepalive_from(args) == KeepaliveConfig(user_timeout=4.5)
+
+
+@linux_only
+async def test_accepted_and_connected_sockets_carry_the_options() -> None:
+    seen: list[dict[str, int]] = []
+    done = trio.Event()
+
+    async def handler(conn: HeartbeatConnection) -> None:
+        seen.append(options(conn.stream.socket))  # type: ignore[attr-defined]
+        done.set()
+        async for _ in conn:
+            pass
+
+    server_config = ServerConfig(
+        timeout=20,
+        keepalive=KeepaliveConfig(idle=7, interval=3, count=4, user_timeout=AUTO),
+    )
+    client_config = ClientConfig(
+        interval=10, retries=2, retry_interval=4,
+        keepalive=KeepaliveConfig(idle=5, interval=1, count=6, user_timeout=AUTO),
+    )  # fmt: skip
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(
+                partial(serve_tcp, handler, 0, host="127.0.0.1", config=server_config)
+            )
+            port = listeners[0].socket.getsockname()[1]
+            async with open_connection("127.0.0.1", port, config=client_config) as conn:
+                await done.wait()
+                client_side = options(conn.stream.socket)  # type: ignore[attr-defined]
+            nursery.cancel_scope.cancel()
+    assert seen == [
+        {"SO_KEEPALIVE": 1, "TCP_KEEPIDLE": 7, "TCP_KEEPINTVL": 3, "TCP_KEEPCNT": 4,
+         "TCP_USER_TIMEOUT": 20000}
+    ]  # fmt: skip
+    # AUTO on the client: its dead-server bound, 10 + (2 + 1) x 4 = 22 s.
+    assert client_side == {
+        "SO_KEEPALIVE": 1, "TCP_KEEPIDLE": 5, "TCP_KEEPINTVL": 1, "TCP_KEEPCNT": 6,
+        "TCP_USER_TIMEOUT": 22000,
+    }  # fmt: skip
+
+
+# ------------------------------------------------------------ dead links
+
+HELPER = Path(__file__).with_name("netns_helper.py")
+PROJECT = str(Path(__file__).resolve().parents[1])
+SERVER_ADDR, CLIENT_ADDR = "169.254.213.1", "169.254.213.2"
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def netns_pair() -> Iterator[tuple[str, str, str]]:
+    """Two namespaces joined by a veth pair, made and removed by this test."""
+    if not sys.platform.startswith("linux") or shutil.which("ip") is None:
+        pytest.skip("needs Linux and the ip command (iproute2) to create namespaces")
+    tag = f"{os.getpid() % 100000}"
+    srv, cli = f"thb-s{tag}", f"thb-c{tag}"
+    veth_s, veth_c = f"thbs{tag}", f"thbc{tag}"
+    try:
+        _ip("netns", "add", srv)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        detail = getattr(exc, "stderr", b"") or str(exc)
+        pytest.skip(f"creating a network namespace is not permitted here: {detail!r}")
+    try:
+        _ip("netns", "add", cli)
+        _ip("link", "add", veth_s, "netns", srv, "type", "veth", "peer", "name", veth_c,
+            "netns", cli)  # fmt: skip
+        for ns, dev, addr in ((srv, veth_s, SERVER_ADDR), (cli, veth_c, CLIENT_ADDR)):
+            _ip("-n", ns, "addr", "add", f"{addr}/30", "dev", dev)
+            _ip("-n", ns, "link", "set", dev, "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+        yield srv, cli, veth_s
+    finally:
+        for ns in (srv, cli):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+
+
+class Lines:
+    """Whole lines from a process's stdout, however the reads split them."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    async def next(self) -> str:
+        while b"\n" not in self.buffer:
+            chunk = await self.stream.receive_some(4096)
+            assert chunk, f"the helper ended without a line: {self.buffer!r}"
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode()
+
+
+async def _dead_link(netns: tuple[str, str, str], mode: str) -> str:
+    srv, cli, veth_s = netns
+    env = {**os.environ, "PYTHONPATH": PROJECT}
+    run = partial(
+        trio.run_process,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, check=False, env=env,
+    )  # fmt: skip
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                run, ["ip", "netns", "exec", srv, sys.executable, str(HELPER),
+                      "server", SERVER_ADDR, "7000"]
+            )  # fmt: skip
+            assert await Lines(server.stdout).next() == "listening"
+            client = await nursery.start(
+                run, ["ip", "netns", "exec", cli, sys.executable, str(HELPER),
+                      "client", SERVER_ADDR, "7000", mode]
+            )  # fmt: skip
+            client_lines = Lines(client.stdout)
+            assert await client_lines.next() == "connected"
+            # Cut the link: the server's end goes down, so whatever the client
+            # sends (data or probes) vanishes without an answer or a reset.
+            _ip("-n", srv, "link", "set", veth_s, "down")
+            await client.stdin.send_all(b"cut\n")
+            report = await client_lines.next()
+            server.kill()
+            client.kill()
+    return report
+
+
+async def test_keepalive_detects_an_idle_dead_link(netns_pair: Any) -> None:
+    report = await _dead_link(netns_pair, "keepalive")
+    verdict, seconds, error = report.split(" ", 2)
+    assert verdict == "dead", report
+    assert error == "Connection timed out"
+    # idle 2 + interval 1 x count 2 = 4 s after the last traffic (+1 s).
+    assert 2.5 <= float(seconds) <= 4 + 1, report
+
+
+async def test_user_timeout_breaks_a_link_with_data_in_flight(netns_pair: Any) -> None:
+    report = await _dead_link(netns_pair, "user-timeout")
+    verdict, seconds, error = report.split(" ", 2)
+    assert verdict == "dead", report
+    assert error == "Connection timed out"
+    assert 2.5 <= float(seconds) <= 3 + 1, report
+
+
+async def test_without_either_the_dead_link_stays_established(netns_pair: Any) -> None:
+    report = await _dead_link(netns_pair, "none")
+    assert report == "alive ESTABLISHED"
