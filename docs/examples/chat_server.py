@@ -8,7 +8,6 @@ dead NAT mapping) is removed and announced when the heartbeat kicks it.
 from __future__ import annotations
 
 import contextlib
-
 from collections.abc import Sequence
 from typing import Any
 
