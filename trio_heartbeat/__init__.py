@@ -5,7 +5,7 @@ Everything public is re-exported here; the ``_modules`` are private.
 
 from __future__ import annotations
 
-import contextlib
+import contextlib as _contextlib
 
 from ._backoff import Backoff as Backoff
 from ._client import ConnectionAttempt as ConnectionAttempt
@@ -28,6 +28,11 @@ from ._connection import HeartbeatTimeout as HeartbeatTimeout
 from ._idle import IdleWatchdog as IdleWatchdog
 from ._idle import idle_timeout as idle_timeout
 from ._keepalive import configure_keepalive as configure_keepalive
+from ._legacy import LegacyConnection as LegacyConnection
+from ._legacy import LegacyHeartbeatTimeout as LegacyHeartbeatTimeout
+from ._legacy import open_legacy_connection as open_legacy_connection
+from ._legacy import serve_legacy_listeners as serve_legacy_listeners
+from ._legacy import serve_legacy_tcp as serve_legacy_tcp
 from ._protocol import DEFAULT_MAX_FRAME_SIZE as DEFAULT_MAX_FRAME_SIZE
 from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
 from ._protocol import Close as Close
@@ -54,17 +59,70 @@ from ._server import DISABLE_ENV_VAR as DISABLE_ENV_VAR
 from ._server import serve_listeners as serve_listeners
 from ._server import serve_tcp as serve_tcp
 
+__all__ = [
+    "AUTO",
+    "DEFAULT_MAX_FRAME_SIZE",
+    "DISABLE_ENV_VAR",
+    "PROTOCOL_VERSION",
+    "Backoff",
+    "ClientConfig",
+    "Close",
+    "CloseCode",
+    "ConnectionAttempt",
+    "ConnectionClosed",
+    "ConnectionStats",
+    "Data",
+    "DecoderFailedError",
+    "DisconnectReason",
+    "FrameDecoder",
+    "FrameTooLargeError",
+    "FrameType",
+    "HandshakeError",
+    "HeartbeatConnection",
+    "HeartbeatTimeout",
+    "Hello",
+    "IdleWatchdog",
+    "InvalidCloseError",
+    "InvalidHelloError",
+    "KeepaliveConfig",
+    "LegacyConnection",
+    "LegacyHeartbeatTimeout",
+    "LocalProtocolError",
+    "Negotiated",
+    "Ping",
+    "Pong",
+    "ProtocolError",
+    "Reconnector",
+    "RemoteProtocolError",
+    "RttEstimator",
+    "ServerConfig",
+    "TruncatedFrameError",
+    "UnknownFrameTypeError",
+    "VarintTooLongError",
+    "configure_keepalive",
+    "connect_stream",
+    "encode",
+    "idle_timeout",
+    "negotiate",
+    "open_connection",
+    "open_legacy_connection",
+    "reconnecting",
+    "serve_legacy_listeners",
+    "serve_legacy_tcp",
+    "serve_listeners",
+    "serve_tcp",
+]
+
 __version__ = "0.1.0"
 
 
 def _fixup_module_metadata() -> None:
     # As trio does: make tracebacks, reprs and Sphinx show the public path.
-    for name, obj in list(globals().items()):
-        if name.startswith("_"):
-            continue
+    for name in __all__:
+        obj = globals()[name]
         module = getattr(obj, "__module__", None)
         if isinstance(module, str) and module.startswith("trio_heartbeat._"):
-            with contextlib.suppress(AttributeError, TypeError):
+            with _contextlib.suppress(AttributeError, TypeError):
                 obj.__module__ = "trio_heartbeat"
 
 
