@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 import logging
 import math
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -166,6 +165,39 @@ class HeartbeatConnection:
     application data; liveness is handled for you.
     """
 
+    __slots__ = (
+        "_activity_lot",
+        "_cancel_requested",
+        "_cancel_scope",
+        "_close_info",
+        "_close_sent",
+        "_decoder",
+        "_finished",
+        "_idle_timeout",
+        "_ping_resent",
+        "_ping_sent_at",
+        "_reader_done_event",
+        "_reader_running",
+        "_receive_buffer",
+        "_receive_done",
+        "_receive_lot",
+        "_received",
+        "_rtt",
+        "_send_interrupted",
+        "_send_lock",
+        "_space_lot",
+        "_stream",
+        "_stream_closed",
+        "close_timeout",
+        "negotiated",
+        "on_pong",
+        "peer",
+        "peer_hello",
+        "peer_max_frame_size",
+        "pong_payload",
+        "stats",
+    )
+
     def __init__(
         self,
         stream: trio.abc.Stream,
@@ -178,11 +210,14 @@ class HeartbeatConnection:
     ) -> None:
         self._stream = stream
         self._decoder = FrameDecoder(max_frame_size)
+        # Per-connection memory is the product on a server holding many idle
+        # connections: the queue is a plain list (at most receive_buffer items),
+        # and what only some connections need is created on first use.
         self._send_lock = trio.StrictFIFOLock()
-        self._received: deque[bytes] = deque()
+        self._received: list[bytes] = []
         self._receive_lot = trio.lowlevel.ParkingLot()
-        self._space_lot = trio.lowlevel.ParkingLot()
-        self._activity_lot = trio.lowlevel.ParkingLot()
+        self._space_lot: trio.lowlevel.ParkingLot | None = None
+        self._activity_lot: trio.lowlevel.ParkingLot | None = None
         self._receive_buffer = receive_buffer
         # First recorded reason the connection ended (or is ending).
         self._close_info: _CloseInfo | None = None
@@ -197,7 +232,9 @@ class HeartbeatConnection:
         # Server bookkeeping: the disconnect was logged and reported.
         self._finished = False
         self._cancel_scope: trio.CancelScope | None = None
-        self._touch: Callable[[], None] | None = None
+        # Server: the idle deadline lives on _cancel_scope; each frame pushes it.
+        self._idle_timeout: float | None = None
+        self._cancel_requested = False
         self._ping_sent_at: float | None = None
         self._ping_resent = False
         self.close_timeout = close_timeout
@@ -208,7 +245,7 @@ class HeartbeatConnection:
         #: Called with the payload of every PONG received.
         self.on_pong = on_pong
         self.stats = ConnectionStats()
-        self.rtt = RttEstimator()
+        self._rtt: RttEstimator | None = None
         #: The values the handshake settled on (set once HELLO is exchanged).
         self.negotiated: Any = None
         #: The peer's HELLO fields (set once HELLO is received).
@@ -257,7 +294,7 @@ class HeartbeatConnection:
         """
         while True:
             if self._received:
-                data = self._received.popleft()
+                data = self._received.pop(0)
                 if self._space_lot:
                     self._space_lot.unpark_all()
                 return data
@@ -310,8 +347,10 @@ class HeartbeatConnection:
         if self._close_info is None:
             self._close_info = info
         self._receive_lot.unpark_all()
-        self._activity_lot.unpark_all()
-        self._space_lot.unpark_all()
+        if self._activity_lot is not None:
+            self._activity_lot.unpark_all()
+        if self._space_lot is not None:
+            self._space_lot.unpark_all()
 
     def _closed_error(self) -> ConnectionClosed:
         if self._close_info is None:
@@ -366,8 +405,7 @@ class HeartbeatConnection:
         """Close now with ``info`` as the reason, waking every blocked call."""
         self._set_closed(info)
         await self._shut_stream()
-        if self._cancel_scope is not None:
-            self._cancel_scope.cancel()
+        self._cancel()
 
     def _count_sent(self, frames: int, nbytes: int) -> None:
         stats = self.stats
@@ -472,7 +510,27 @@ class HeartbeatConnection:
 
     async def _wait_activity(self) -> None:
         """Block until the next read that carried at least one frame."""
+        if self._activity_lot is None:
+            self._activity_lot = trio.lowlevel.ParkingLot()
         await self._activity_lot.park()
+
+    def _cancel(self) -> None:
+        """Cancel the connection's scope on purpose (not an idle deadline)."""
+        self._cancel_requested = True
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+
+    async def _wait_space(self) -> None:
+        if self._space_lot is None:
+            self._space_lot = trio.lowlevel.ParkingLot()
+        await self._space_lot.park()
+
+    @property
+    def rtt(self) -> RttEstimator:
+        """Smoothed round-trip time from this side's PINGs (RFC 6298)."""
+        if self._rtt is None:
+            self._rtt = RttEstimator()
+        return self._rtt
 
     async def _protocol_failure(self, exc: ProtocolError) -> None:
         logger.info("protocol error from %s: %s", self.peer, exc)
@@ -480,8 +538,7 @@ class HeartbeatConnection:
             _CloseInfo(exc.code, str(exc), False, DisconnectReason.PROTOCOL_ERROR)
         )
         await self._send_close_and_shut(exc.code, str(exc))
-        if self._cancel_scope is not None:
-            self._cancel_scope.cancel()
+        self._cancel()
 
     async def _run_reader(self) -> None:
         """The reader task: receive, decode, dispatch until the connection ends.
@@ -505,9 +562,9 @@ class HeartbeatConnection:
             self._mark_receive_done()
         if peer_closed and self._cancel_scope is not None:
             while self._received:
-                await self._space_lot.park()
+                await self._wait_space()
             await trio.sleep(self.close_timeout)
-            self._cancel_scope.cancel()
+            self._cancel()
 
     async def _read_loop(self) -> bool:
         """Read until the peer closes (returns True) or we stop (returns False)."""
@@ -556,8 +613,11 @@ class HeartbeatConnection:
             if frames:
                 stats.frames_received += frames
                 stats.last_received = trio.current_time()
-                if self._touch is not None:
-                    self._touch()
+                if self._idle_timeout is not None:
+                    assert self._cancel_scope is not None
+                    self._cancel_scope.deadline = (
+                        stats.last_received + self._idle_timeout
+                    )
                 if received and self._receive_lot:
                     self._receive_lot.unpark_all()
                 if self._activity_lot:
@@ -578,7 +638,7 @@ class HeartbeatConnection:
                 )
                 return True
             while len(received) >= self._receive_buffer and not self._stream_closed:
-                await self._space_lot.park()
+                await self._wait_space()
             try:
                 data = await stream.receive_some(RECEIVE_SIZE)
             except trio.ClosedResourceError:

@@ -26,7 +26,6 @@ from ._connection import (
     HeartbeatConnection,
     _CloseInfo,
 )
-from ._idle import IdleWatchdog
 from ._keepalive import apply_keepalive
 from ._protocol import CloseCode, RemoteProtocolError
 
@@ -187,16 +186,21 @@ class _Server:
         if self.on_connect is not None:
             self.on_connect(conn)
 
-        watchdog = IdleWatchdog(config.timeout, enabled=self.enforce)
+        # The connection's nursery scope is also its idle deadline: every read
+        # that completes a frame moves it forward, and an expired deadline
+        # cancels the reader and the handler together. (One scope instead of
+        # a watchdog scope around the nursery: a CancelScope and its status
+        # cost ~0.7 KB, and per-connection memory is the server's product.)
         handler_error: BaseException | None = None
-        with watchdog:
-            conn._touch = watchdog.touch
+        async with trio.open_nursery() as nursery:
+            scope = nursery.cancel_scope
+            conn._cancel_scope = scope
+            if self.enforce:
+                conn._idle_timeout = config.timeout
+                scope.deadline = trio.current_time() + config.timeout
+            nursery.start_soon(conn._run_reader)
             try:
-                async with trio.open_nursery() as nursery:
-                    conn._cancel_scope = nursery.cancel_scope
-                    nursery.start_soon(conn._run_reader)
-                    await self.handler(conn)
-                    nursery.cancel_scope.cancel()
+                await self.handler(conn)
             except BaseException as exc:
                 # A ConnectionClosed escaping the handler is the normal way for
                 # it to learn the peer left; anything else is a bug of the
@@ -211,9 +215,11 @@ class _Server:
                         assert only_cancelled is not None
                         raise only_cancelled from None
                     raise
-        conn._touch = None
+            conn._cancel()
+        conn._idle_timeout = None
+        kicked = scope.cancelled_caught and not conn._cancel_requested
 
-        if watchdog.fired:
+        if kicked:
             info = _CloseInfo(
                 CloseCode.HEARTBEAT_TIMEOUT,
                 f"no frame for {config.timeout:g} s",
