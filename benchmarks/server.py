@@ -1,11 +1,17 @@
 """Server cost: memory per idle connection, idle CPU, CPU per heartbeat.
 
-Run: python benchmarks/server.py [--connections 1000 10000] [--rate 2000]
+Run: python benchmarks/server.py [--servers trio_heartbeat bare-trio] [--json F]
 
-Starts ``python -m trio_heartbeat serve --port 0`` pinned to core 0, and drives it
-from this process (a Trio load generator) pinned to core 1. Server memory is
-VmRSS and server CPU is utime + stime, both read from /proc/<pid>. Prints a
-table; ``--json FILE`` also writes the figures.
+For each server in turn: start it pinned to core 0 and drive it from this
+process (a Trio load generator) pinned to core 1. Server memory is VmRSS and
+server CPU is utime + stime, both read from /proc/<pid>. The servers:
+
+* ``trio_heartbeat``: ``python -m trio_heartbeat serve --port 0``;
+* ``bare-trio``: benchmarks/bare_trio_server.py, the floor of what Trio can do
+  for the same protocol.
+
+The machine's speed drifts, so compare the ratios printed at the end (taken in
+one run), not absolute figures across runs.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import trio
 
@@ -48,9 +55,15 @@ def pin(cpu: int) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
-def start_server(extra: list[str]) -> tuple[subprocess.Popen[bytes], int]:
-    cmd = [sys.executable, "-m", "trio_heartbeat", "serve", "--port", "0",
-           "--timeout", "3600", "--log-level", "WARNING", *extra]  # fmt: skip
+SERVERS = {
+    "trio_heartbeat": [sys.executable, "-m", "trio_heartbeat", "serve", "--port", "0",
+                       "--timeout", "3600", "--log-level", "WARNING"],
+    "bare-trio": [sys.executable, str(Path(__file__).with_name("bare_trio_server.py")),
+                  "0"],
+}  # fmt: skip
+
+
+def start_server(cmd: list[str]) -> tuple[subprocess.Popen[bytes], int]:
     process = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
@@ -138,9 +151,9 @@ class LoadGenerator:
         self.streams.clear()
 
 
-async def measure(args: argparse.Namespace) -> dict[str, object]:
-    process, port = start_server(args.server_args)
-    results: dict[str, object] = {"server": "python -m trio_heartbeat serve"}
+async def measure(args: argparse.Namespace, name: str) -> dict[str, object]:
+    process, port = start_server(SERVERS[name])
+    results: dict[str, object] = {"server": name}
     try:
         await trio.sleep(0.5)
         base = rss_kb(process.pid)
@@ -192,22 +205,38 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--max-seconds", type=float, default=5.0)
     parser.add_argument("--json", help="also write the results to this file")
-    parser.add_argument("server_args", nargs="*", help="extra flags for serve")
+    parser.add_argument(
+        "--servers", nargs="+", default=list(SERVERS), choices=list(SERVERS)
+    )
     args = parser.parse_args()
     needed = 2 * max(args.connections) + 200
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < needed:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, needed), hard))
     pin(1)
-    started = time.monotonic()
-    results = trio.run(measure, args)
-    results["benchmark_seconds"] = round(time.monotonic() - started, 1)
-    width = max(len(k) for k in results)
-    for key, value in results.items():
-        print(f"{key:<{width}}  {value}")
+    runs: list[dict[str, object]] = []
+    for name in args.servers:
+        started = time.monotonic()
+        results = trio.run(measure, args, name)
+        results["benchmark_seconds"] = round(time.monotonic() - started, 1)
+        runs.append(results)
+    keys = list(runs[0])
+    width = max(len(k) for k in keys)
+    print(f"{'':<{width}}  " + "  ".join(f"{r['server']!s:>16}" for r in runs[:]))
+    for key in keys[1:]:
+        print(f"{key:<{width}}  " + "  ".join(f"{r[key]!s:>16}" for r in runs))
+    floor = next((r for r in runs if r["server"] == "bare-trio"), None)
+    ours = next((r for r in runs if r["server"] == "trio_heartbeat"), None)
+    if floor and ours:
+        print("\ntrio_heartbeat / bare-trio:")
+        for key in ("cpu_us_per_heartbeat", "max_heartbeats_per_s"):
+            print(f"  {key}: {float(ours[key]) / float(floor[key]):.2f}x")  # type: ignore[arg-type]
+        for n, kb in ours["kb_per_idle_connection"].items():  # type: ignore[attr-defined]
+            base = floor["kb_per_idle_connection"][n]  # type: ignore[index]
+            print(f"  kb_per_idle_connection at {n}: {kb} vs {base} ({kb / base:.2f}x)")
     if args.json:
         with open(args.json, "w") as out:
-            json.dump(results, out, indent=2)
+            json.dump(runs, out, indent=2)
 
 
 if __name__ == "__main__":

@@ -418,7 +418,14 @@ class HeartbeatConnection:
         # our own CLOSE is out or the stream is gone.
         if self._close_sent or self._stream_closed or self._send_interrupted:
             raise self._closed_error()
-        async with self._send_lock:
+        # Uncontended (the usual case): take the lock without the scheduler
+        # round trip of `async with lock`; send_all is a checkpoint anyway.
+        lock = self._send_lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
             if self._close_sent or self._stream_closed or self._send_interrupted:
                 raise self._closed_error()
             try:
@@ -447,6 +454,8 @@ class HeartbeatConnection:
                 )
                 raise
             self._count_sent(frames, len(wire))
+        finally:
+            lock.release()
 
     async def _send_ping(self, payload: bytes, *, resend: bool) -> None:
         wire = encode(Ping(payload)) if payload else _EMPTY_PING

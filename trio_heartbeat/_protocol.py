@@ -270,6 +270,8 @@ def _decode_close(payload: bytes) -> Close:
 
 
 _VALID_TYPES: Final = frozenset(int(t) for t in FrameType)
+_EMPTY_PING: Final = Ping()
+_EMPTY_PONG: Final = Pong()
 
 # Compact the buffer once the consumed prefix is at least this large and at least
 # half of the buffer, so each byte is moved O(1) times on average.
@@ -392,8 +394,13 @@ class FrameDecoder:
         if end - pos < length:
             self._check_truncated()
             return None
-        payload = bytes(buffer[pos : pos + length])
         self._offset = pos + length
+        if not length:  # heartbeats: immutable, so shared
+            if frame_type == FrameType.PING:
+                return _EMPTY_PING
+            if frame_type == FrameType.PONG:
+                return _EMPTY_PONG
+        payload = bytes(buffer[pos : pos + length])
         if frame_type == FrameType.DATA:
             return Data(payload)
         if frame_type == FrameType.PING:
