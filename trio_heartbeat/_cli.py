@@ -25,8 +25,18 @@ from ._connection import (
     HeartbeatConnection,
     HeartbeatTimeout,
 )
-from ._legacy import LegacyHeartbeatTimeout, open_legacy_connection, serve_legacy_tcp
-from ._server import serve_tcp
+from ._legacy import (
+    LegacyHeartbeatTimeout,
+    open_legacy_connection,
+    serve_legacy_listeners,
+)
+from ._server import serve_listeners
+from ._workers import (
+    ReusePortUnavailable,
+    check_reuse_port,
+    open_reuse_port_listener,
+    supervise,
+)
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -120,6 +130,15 @@ def _build_parser() -> argparse.ArgumentParser:
         "--log-level", default="INFO", type=str.upper, choices=log_levels
     )
 
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N worker processes sharing the port (SO_REUSEPORT), supervised; "
+        "limits such as --max-connections apply per worker (default 1)",
+    )
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     _add_common_flags(serve)
 
     connect = commands.add_parser(
@@ -230,7 +249,7 @@ def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level,
         stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
         force=True,
     )
 
@@ -244,11 +263,21 @@ async def echo_upper(conn: HeartbeatConnection) -> None:
         await conn.send(data.upper())
 
 
-async def _serve(config: ServerConfig, host: str, port: int, protocol: str) -> int:
+async def _serve(
+    config: ServerConfig, host: str, port: int, protocol: str, reuse_port: bool = False
+) -> int:
+    try:
+        if reuse_port:  # a worker of `serve --workers N`
+            tcp: list[Any] = [await open_reuse_port_listener(host, port)]
+        else:
+            tcp = await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        print(f"cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return EXIT_CONNECTION
     if protocol == "seed":
-        serve: Any = partial(serve_legacy_tcp, port, host=host, config=config)
+        serve: Any = partial(serve_legacy_listeners, tcp, config=config)
     else:
-        serve = partial(serve_tcp, echo_upper, port, host=host, config=config)
+        serve = partial(serve_listeners, echo_upper, tcp, config=config)
     async with trio.open_nursery() as nursery:
         try:
             listeners: list[Any] = await nursery.start(serve)
@@ -492,6 +521,27 @@ async def _connect(
     return code
 
 
+def _run_workers(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    """Re-run this command line as N workers under a supervisor."""
+    try:
+        check_reuse_port()
+    except ReusePortUnavailable as exc:
+        print(f"python -m trio_heartbeat serve: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    forwarded: list[str] = []
+    skip = False
+    for arg in list(sys.argv[1:] if argv is None else argv)[1:]:  # drop "serve"
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in ("--workers", "--host", "--port"):
+            skip = "=" not in arg
+            continue
+        forwarded.append(arg)
+    return trio.run(supervise, args.workers, args.host, args.port, forwarded)
+
+
 # ------------------------------------------------------------ entry point
 
 
@@ -512,6 +562,8 @@ def main(
     _setup_logging(args.log_level)
     try:
         if args.command == "serve":
+            if args.workers < 1:
+                raise ValueError(f"workers must be >= 1, not {args.workers!r}")
             server_config = ServerConfig(
                 timeout=args.timeout,
                 handshake_timeout=args.handshake_timeout,
@@ -534,7 +586,16 @@ def main(
         return EXIT_USAGE
     try:
         if args.command == "serve":
-            return trio.run(_serve, server_config, args.host, args.port, args.protocol)
+            if args.workers > 1:
+                return _run_workers(args, argv)
+            return trio.run(
+                _serve,
+                server_config,
+                args.host,
+                args.port,
+                args.protocol,
+                args.reuse_port,
+            )
         return trio.run(_connect, args, client_config, read_chunk or _read_stdin_chunk)
     except KeyboardInterrupt:
         return 130

@@ -1,0 +1,112 @@
+"""serve --workers N: shared port, supervision, graceful stop (real processes)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from functools import partial
+
+import pytest
+import trio
+
+from trio_heartbeat import Close, Data, FrameDecoder, Hello, encode
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(socket, "SO_REUSEPORT"), reason="the platform has no SO_REUSEPORT"
+)
+
+
+async def exchange(port: int, text: bytes) -> tuple[trio.SocketStream, FrameDecoder]:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    decoder = FrameDecoder()
+    await stream.send_all(
+        encode(Hello({"version": 1, "interval": 25})) + encode(Data(text))
+    )
+    frames = []
+    while len(frames) < 2:
+        while (frame := decoder.next_frame()) is not None:
+            frames.append(frame)
+        if len(frames) < 2:
+            decoder.receive_data(await stream.receive_some(65536))
+    assert isinstance(frames[0], Hello)
+    assert frames[1] == Data(text.upper())
+    return stream, decoder
+
+
+class Log:
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self.stream = stream
+        self.text = ""
+
+    async def more(self) -> None:
+        chunk = await self.stream.receive_some(65536)
+        assert chunk, f"the log ended:\n{self.text}"
+        self.text += chunk.decode()
+
+    async def wait_for(self, pattern: str) -> re.Match[str]:
+        while (match := re.search(pattern, self.text)) is None:
+            await self.more()
+        return match
+
+
+async def test_workers_share_the_port_restart_and_stop_gracefully() -> None:
+    async with trio.open_nursery() as nursery:
+        supervisor: trio.Process = await nursery.start(
+            partial(
+                trio.run_process,
+                [sys.executable, "-m", "trio_heartbeat", "serve", "--workers", "2",
+                 "--port", "0", "--log-level", "INFO"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
+            )
+        )  # fmt: skip
+        assert supervisor.stdout is not None and supervisor.stderr is not None
+        log = Log(supervisor.stderr)
+        with trio.fail_after(30):
+            line = b""
+            while not line.endswith(b"\n"):
+                line += await supervisor.stdout.receive_some(1)
+            port = int(line.decode().strip().rsplit(":", 1)[1])
+            pids = {int(m) for m in re.findall(r"pid (\d+)\) ready", log.text)}
+            while len(pids) < 2:
+                await log.wait_for(r"pid \d+\) ready")
+                pids = {int(m) for m in re.findall(r"pid (\d+)\) ready", log.text)}
+
+            # Many connections: the kernel spreads them over both workers.
+            for i in range(40):
+                stream, _ = await exchange(port, b"client %d" % i)
+                await stream.aclose()
+            while log.text.count("]: disconnect ") < 40:
+                await log.more()
+            serving = {int(p) for p in re.findall(r"\[(\d+)\]: connect ", log.text)}
+            assert serving == pids
+
+            # A worker that dies is restarted; the port keeps serving.
+            victim = min(pids)
+            os.kill(victim, signal.SIGKILL)
+            await log.wait_for(rf"\(pid {victim}\) exited with -9: restarting")
+            while len(re.findall(r"pid \d+\) ready", log.text)) < 3:
+                await log.more()
+            restarted = int(re.findall(r"pid (\d+)\) ready", log.text)[-1])
+            assert restarted not in pids
+            stream, decoder = await exchange(port, b"after restart")
+
+            # SIGTERM: every worker closes its clients with CLOSE(5), then exit 0.
+            supervisor.send_signal(signal.SIGTERM)
+            while (frame := decoder.next_frame()) is None:
+                decoder.receive_data(await stream.receive_some(65536))
+            assert frame == Close(5, "server shutting down")
+            assert await supervisor.wait() == 0
+            await stream.aclose()
+
+
+def test_workers_must_be_positive() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "trio_heartbeat", "serve", "--workers", "0"],
+        capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert b"workers must be >= 1, not 0" in result.stderr
