@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import trio
 
+from ._accept import serve_accept_loop
 from ._config import HandshakeError, ServerConfig, negotiate
 from ._connection import (
     ConnectionClosed,
@@ -307,8 +308,8 @@ async def serve_listeners(
     CLOSE(1). Cancelling this function shuts down: every client gets CLOSE(5).
 
     Accept errors that mean "out of file descriptors or memory" are logged and
-    retried after a short sleep (by :func:`trio.serve_listeners`); other errors
-    propagate. ``on_connect(conn)`` and ``on_disconnect(conn, reason)`` are
+    retried after a short sleep, as :func:`trio.serve_listeners` does; other
+    errors propagate. ``on_connect(conn)`` and ``on_disconnect(conn, reason)`` are
     synchronous hooks for presence tracking and cleanup. ``pong_payload(conn,
     ping_payload)`` returns the bytes piggybacked on each PONG.
     """
@@ -317,7 +318,7 @@ async def serve_listeners(
     )
     if not server.enforce:
         logger.warning("heartbeat enforcement is OFF: silent clients are never kicked")
-    await trio.serve_listeners(
+    await serve_accept_loop(
         server.handle,
         list(listeners),
         handler_nursery=handler_nursery,

@@ -1,0 +1,131 @@
+"""Detection accuracy: how late are kicks when 1,000 clients go silent at once?
+
+Run: python benchmarks/kick_accuracy.py [--clients 1000] [--timeout 5]
+
+Starts a trio_heartbeat server with timeout T (pinned to core 0); this process
+(core 1) opens the clients, has each send one last PING at the same moment,
+then stay silent. Two lateness figures, p50/p99/max in milliseconds:
+
+* server side: when the server kicked each client, against its own deadline
+  (last frame received + T), recorded by an on_disconnect hook;
+* client side: when each CLOSE(1) arrived, against last PING sent + T; this
+  includes the load generator's own time to read 1,000 sockets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from server import HELLO, PING, pin, start_server
+
+from trio_heartbeat import Close, FrameDecoder
+
+# The server, with a hook that records each kick's lateness against its own
+# deadline (last frame received + timeout) and prints them when terminated.
+SERVER = """
+import logging, signal, sys, trio, trio_heartbeat
+logging.disable(logging.ERROR)  # as `serve --log-level ERROR`: no line per kick
+late = []
+def kicked(conn, reason):
+    deadline = conn.stats.last_received + float(sys.argv[1])
+    late.append(trio.current_time() - deadline)
+async def echo(conn):
+    async for data in conn:
+        await conn.send(data)
+async def main():
+    config = trio_heartbeat.ServerConfig(timeout=float(sys.argv[1]))
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            lambda task_status: trio_heartbeat.serve_tcp(
+                echo, 0, host="127.0.0.1", config=config, on_disconnect=kicked,
+                task_status=task_status))
+        print("listening on 127.0.0.1:%d" % listeners[0].socket.getsockname()[1],
+              flush=True)
+        with trio.open_signal_receiver(signal.SIGTERM) as signals:
+            async for _ in signals:
+                print(" ".join("%.6f" % x for x in late), flush=True)
+                nursery.cancel_scope.cancel()
+trio.run(main)
+"""
+
+
+async def measure(clients: int, kick_after: float) -> tuple[list[float], list[float]]:
+    cmd = [sys.executable, "-c", SERVER, str(kick_after)]
+    process, port = start_server(cmd, True)
+    lateness: list[float] = []
+    try:
+        streams: list[tuple[trio.SocketStream, FrameDecoder]] = []
+        for _ in range(clients):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(HELLO)
+            decoder = FrameDecoder()
+            while decoder.next_frame() is None:
+                decoder.receive_data(await stream.receive_some(65536))
+            streams.append((stream, decoder))
+        go = trio.Event()
+
+        async def client(stream: trio.SocketStream, decoder: FrameDecoder) -> None:
+            await go.wait()
+            await stream.send_all(PING)
+            last = trio.current_time()
+            while True:
+                frame = decoder.next_frame()
+                if isinstance(frame, Close):
+                    assert frame.code == 1, frame
+                    lateness.append(trio.current_time() - (last + kick_after))
+                    return
+                if frame is None:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    decoder.receive_data(data)
+
+        with trio.fail_after(kick_after + 60):
+            async with trio.open_nursery() as nursery:
+                for stream, decoder in streams:
+                    nursery.start_soon(client, stream, decoder)
+                await trio.sleep(0.5)
+                go.set()
+        for stream, _ in streams:
+            await stream.aclose()
+        process.terminate()
+        assert process.stdout is not None
+        server_side = [float(x) for x in process.stdout.readline().split()]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return server_side, lateness
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--timeout", type=float, default=5.0)
+    args = parser.parse_args()
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(
+        resource.RLIMIT_NOFILE, (min(hard, 2 * args.clients + 200), hard)
+    )
+    pin(1)
+    server_side, client_side = trio.run(measure, args.clients, args.timeout)
+    print(f"clients kicked: {len(client_side)} of {args.clients}")
+    for name, values in (
+        ("server: kick - (last frame + timeout)", server_side),
+        ("client: CLOSE(1) arrival - (last PING sent + timeout)", client_side),
+    ):
+        ms = sorted(x * 1000 for x in values)
+        print(
+            f"{name}: p50 {statistics.median(ms):.1f} ms, "
+            f"p99 {ms[int(len(ms) * 0.99) - 1]:.1f} ms, max {ms[-1]:.1f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""The accept loop: one task per listener, one handler task per connection.
+
+The same behaviour as :func:`trio.serve_listeners` (accept errors that mean
+"out of file descriptors or memory" are logged and retried after a short sleep,
+others propagate), without its per-connection wrapper task frame and second
+forced close: the heartbeat server closes each stream itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, NoReturn
+
+import trio
+
+__all__ = ["ACCEPT_CAPACITY_ERRNOS", "serve_accept_loop"]
+
+logger = logging.getLogger("trio_heartbeat.server")
+
+#: As trio.serve_listeners: these mean "try again when resources free up".
+ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+)
+#: Trio's choice too: long enough not to spin, short enough to recover fast.
+ACCEPT_RETRY_SLEEP: Final = 0.1
+
+
+async def _accept_forever(
+    listener: trio.abc.Listener[Any],
+    handler_nursery: trio.Nursery,
+    handler: Callable[[trio.abc.Stream], Awaitable[object]],
+) -> NoReturn:
+    async with listener:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                logger.error(
+                    "accept returned %s (%s); retrying in %s s",
+                    errno.errorcode.get(exc.errno or 0, exc.errno),
+                    os.strerror(exc.errno or 0),
+                    ACCEPT_RETRY_SLEEP,
+                )
+                await trio.sleep(ACCEPT_RETRY_SLEEP)
+            else:
+                handler_nursery.start_soon(handler, stream)
+
+
+async def serve_accept_loop(
+    handler: Callable[[trio.abc.Stream], Awaitable[object]],
+    listeners: Sequence[trio.abc.Listener[Any]],
+    *,
+    handler_nursery: trio.Nursery | None,
+    task_status: trio.TaskStatus[Sequence[trio.abc.Listener[Any]]],
+) -> NoReturn:
+    """Accept on every listener; ``handler(stream)`` must close its stream."""
+    async with trio.open_nursery() as nursery:
+        if handler_nursery is None:
+            handler_nursery = nursery
+        for listener in listeners:
+            nursery.start_soon(_accept_forever, listener, handler_nursery, handler)
+        # The listeners are already open and listening: report them now.
+        task_status.started(listeners)
+    raise AssertionError("accept loops never end")  # pragma: no cover
