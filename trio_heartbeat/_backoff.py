@@ -9,18 +9,12 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any
 
 import attrs
 
+from ._config import positive
+
 __all__ = ["Backoff"]
-
-
-def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{attribute.name} must be a number, not {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{attribute.name} must be a positive number, not {value!r}")
 
 
 @attrs.define(kw_only=True)
@@ -32,9 +26,9 @@ class Backoff:
     sequence. ``jitter=False`` gives the bare exponential (for tests and docs).
     """
 
-    base: float = attrs.field(default=0.5, validator=_positive)
-    cap: float = attrs.field(default=30.0, validator=_positive)
-    reset_after: float = attrs.field(default=60.0, validator=_positive)
+    base: float = attrs.field(default=0.5, validator=positive)
+    cap: float = attrs.field(default=30.0, validator=positive)
+    reset_after: float = attrs.field(default=60.0, validator=positive)
     jitter: bool = True
     rng: random.Random = attrs.field(factory=random.Random, repr=False)
     attempt: int = 0

@@ -46,7 +46,8 @@ DEFAULT_MIN_INTERVAL: Final = 1.0
 DEFAULT_CLOSE_TIMEOUT: Final = 1.0
 
 
-def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """attrs validator: a finite number > 0 (bools are not numbers here)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{attribute.name} must be a number, not {value!r}")
     if not math.isfinite(value) or value <= 0:
@@ -106,17 +107,6 @@ def _optional_positive(
         raise ValueError(f"{attribute.name} must be a positive number, not {value!r}")
 
 
-def _optional_count(
-    instance: object, attribute: attrs.Attribute[Any], value: Any
-) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{attribute.name} must be an int or None, not {value!r}")
-    if value < 1:
-        raise ValueError(f"{attribute.name} must be >= 1, not {value!r}")
-
-
 @attrs.frozen(kw_only=True)
 class KeepaliveConfig:
     """Kernel keepalive settings; ``None`` leaves the system default.
@@ -129,7 +119,7 @@ class KeepaliveConfig:
 
     idle: float | None = attrs.field(default=None, validator=_optional_positive)
     interval: float | None = attrs.field(default=None, validator=_optional_positive)
-    count: int | None = attrs.field(default=None, validator=_optional_count)
+    count: int | None = attrs.field(default=None, validator=_optional_positive_int)
     user_timeout: float | Literal["auto"] | None = attrs.field(
         default=None, validator=_optional_positive
     )
@@ -159,22 +149,22 @@ class ClientConfig:
     first PING + (``retries`` + 1) x ``retry_interval``.
     """
 
-    interval: float = attrs.field(default=DEFAULT_INTERVAL, validator=_positive)
+    interval: float = attrs.field(default=DEFAULT_INTERVAL, validator=positive)
     retries: int = attrs.field(default=DEFAULT_RETRIES, validator=_non_negative_int)
     retry_interval: float = attrs.field(
-        default=DEFAULT_RETRY_INTERVAL, validator=_positive
+        default=DEFAULT_RETRY_INTERVAL, validator=positive
     )
     #: Each idle wait is drawn from interval x [1 - jitter, 1 + jitter], so clients
     #: that reconnected together drift apart instead of pinging in lockstep.
     jitter: float = attrs.field(default=0.0, validator=_jitter)
     handshake_timeout: float = attrs.field(
-        default=DEFAULT_HANDSHAKE_TIMEOUT, validator=_positive
+        default=DEFAULT_HANDSHAKE_TIMEOUT, validator=positive
     )
     max_frame_size: int = attrs.field(
         default=DEFAULT_MAX_FRAME_SIZE, validator=_frame_size
     )
     close_timeout: float = attrs.field(
-        default=DEFAULT_CLOSE_TIMEOUT, validator=_positive
+        default=DEFAULT_CLOSE_TIMEOUT, validator=positive
     )
     #: Heartbeat enforcement: ``False`` still answers the server's PINGs but never
     #: sends PINGs or declares the server dead (for debugging).
@@ -201,11 +191,11 @@ class ServerConfig:
     [``min_interval``, ``timeout`` / 2].
     """
 
-    timeout: float = attrs.field(default=DEFAULT_TIMEOUT, validator=_positive)
+    timeout: float = attrs.field(default=DEFAULT_TIMEOUT, validator=positive)
     handshake_timeout: float = attrs.field(
-        default=DEFAULT_HANDSHAKE_TIMEOUT, validator=_positive
+        default=DEFAULT_HANDSHAKE_TIMEOUT, validator=positive
     )
-    min_interval: float = attrs.field(default=DEFAULT_MIN_INTERVAL, validator=_positive)
+    min_interval: float = attrs.field(default=DEFAULT_MIN_INTERVAL, validator=positive)
     max_frame_size: int = attrs.field(
         default=DEFAULT_MAX_FRAME_SIZE, validator=_frame_size
     )
@@ -213,7 +203,7 @@ class ServerConfig:
         default=None, validator=_optional_positive_int
     )
     close_timeout: float = attrs.field(
-        default=DEFAULT_CLOSE_TIMEOUT, validator=_positive
+        default=DEFAULT_CLOSE_TIMEOUT, validator=positive
     )
     #: Heartbeat enforcement: ``False`` still answers PINGs but never kicks, so a
     #: client paused in a debugger keeps its connection.
