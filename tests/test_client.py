@@ -547,3 +547,38 @@ async def test_reconnector_survives_a_kick_and_records_why(autojump_clock: Any) 
         assert ended[1] is None
         assert reconnector.connections == 2
         nursery.cancel_scope.cancel()
+
+
+async def test_reconnector_doubles_interval_after_close_4(autojump_clock: Any) -> None:
+    intervals: list[float] = []
+
+    async def open_stream() -> trio.abc.Stream:
+        client_stream, server_stream = trio.testing.memory_stream_pair()
+        peer = RawPeer(server_stream)
+
+        async def serve() -> None:
+            hello = await peer.receive()
+            assert isinstance(hello, Hello)
+            intervals.append(hello.fields["interval"])
+            await peer.send(server_hello(interval=hello.fields["interval"]))
+            if len(intervals) == 1:
+                await peer.send(Close(CloseCode.TOO_MANY_PINGS, "slow down"))
+
+        nursery.start_soon(serve)
+        return client_stream
+
+    async with trio.open_nursery() as nursery:
+        reconnector = Reconnector(
+            open_stream,
+            config=ClientConfig(interval=10),
+            backoff=Backoff(jitter=False, base=1),
+        )
+        async for attempt in reconnector:
+            async with attempt as conn:
+                if attempt.number == 1:
+                    await conn.receive()
+            if attempt.number == 2:
+                break
+        assert intervals == [10, 20]
+        assert reconnector.config.interval == 20
+        nursery.cancel_scope.cancel()

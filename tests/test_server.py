@@ -455,9 +455,10 @@ async def test_pong_payload_piggyback(autojump_clock: Any) -> None:
 async def test_batched_pings_answered_in_one_send(autojump_clock: Any) -> None:
     async with running_server() as server:
         peer = await server.client()
-        await peer.send_bytes(b"\x03\x00" * 5)
+        # Three at once: one on time plus the two strikes tolerated.
+        await peer.send_bytes(b"\x03\x00" * 3)
         data = await peer.stream.receive_some(65536)
-        assert data == b"\x04\x00" * 5
+        assert data == b"\x04\x00" * 3
 
 
 async def test_stats_are_counted(autojump_clock: Any) -> None:
@@ -517,3 +518,54 @@ async def test_kick_is_logged_with_peer_and_reason(
     assert [r.getMessage() for r in kicks] == [
         "kick <StapledStream>: heartbeat timeout [CLOSE 1]: no frame for 60 s"
     ]
+
+
+# ------------------------------------------------------------ ping strikes
+
+
+async def test_ping_flood_gets_close_4(autojump_clock: Any) -> None:
+    async with running_server(config=ServerConfig(min_interval=2)) as server:
+        good = await server.client()
+        flooder = await server.client()
+        start = trio.current_time()
+        for _ in range(3):
+            await flooder.send(Ping())
+            assert await flooder.receive() == Pong()
+            await trio.sleep(0.5)  # faster than min_interval: strikes 1 and 2
+        await flooder.send(Ping())  # strike 3
+        assert await flooder.receive() == Close(
+            4, "more than 2 PINGs in a row closer together than min_interval 2 s"
+        )
+        assert trio.current_time() - start == 1.5
+        await flooder.expect_eof()
+        await good.send(Data(b"unaffected"))
+        assert await good.receive() == Data(b"UNAFFECTED")
+        await trio.testing.wait_all_tasks_blocked()
+        reasons = [r for kind, _, r in server.events if kind == "disconnect"]
+        assert reasons == [DisconnectReason.TOO_MANY_PINGS]
+
+
+async def test_pings_on_schedule_are_never_struck(autojump_clock: Any) -> None:
+    async with running_server(config=ServerConfig(min_interval=2)) as server:
+        peer = await server.client()
+        for _ in range(50):  # exactly min_interval apart, as retries may be
+            await peer.send(Ping())
+            assert await peer.receive() == Pong()
+            await trio.sleep(2)
+        # Two early ones in a row are tolerated, and an on-time one resets.
+        for _ in range(5):
+            for gap in (1, 1, 2):
+                await trio.sleep(gap)
+                await peer.send(Ping())
+                assert await peer.receive() == Pong()
+
+
+async def test_strikes_not_counted_with_enforcement_off(autojump_clock: Any) -> None:
+    config = ServerConfig(min_interval=2, enabled=False)
+    async with running_server(config=config) as server:
+        peer = await server.client()
+        await peer.send_bytes(b"\x03\x00" * 10)
+        data = b""
+        while len(data) < 20:
+            data += await peer.stream.receive_some(65536)
+        assert data == b"\x04\x00" * 10

@@ -17,6 +17,7 @@ from functools import partial
 from types import TracebackType
 from typing import Any
 
+import attrs
 import trio
 
 from ._backoff import Backoff
@@ -396,6 +397,16 @@ class Reconnector:
         self.backoff.connection_ended(trio.current_time() - attempt.connected_at)
         if failure is not None:
             self._failed(failure, "connection ended to")
+        if (
+            isinstance(failure, ConnectionClosed)
+            and failure.code == CloseCode.TOO_MANY_PINGS
+        ):
+            # The server found us too chatty: slow down, as gRPC clients do.
+            interval = self.config.interval * 2
+            logger.warning(
+                "%s says too many pings: interval doubled to %g s", self.name, interval
+            )
+            self.config = attrs.evolve(self.config, interval=interval)
 
     async def _connect(self) -> tuple[HeartbeatConnection, Negotiated]:
         stream = await self.open_stream()

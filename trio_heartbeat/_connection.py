@@ -51,6 +51,10 @@ RECEIVE_SIZE: Final = 65536
 DEFAULT_RECEIVE_BUFFER: Final = 64
 
 _EMPTY_PONG: Final = encode(Pong())
+#: Consecutive too-early PINGs tolerated; one more closes with CLOSE(4). Two
+#: absorb a delayed PING arriving just before its on-time resend (as gRPC's
+#: default of 2 strikes does).
+MAX_PING_STRIKES: Final = 2
 _EMPTY_PING: Final = encode(Ping())
 
 
@@ -61,6 +65,7 @@ class DisconnectReason(enum.Enum):
     CONNECTION_LOST = "connection lost"
     HEARTBEAT_TIMEOUT = "heartbeat timeout"
     PROTOCOL_ERROR = "protocol error"
+    TOO_MANY_PINGS = "too many pings"
     HANDSHAKE_FAILED = "handshake failed"
     SHUTDOWN = "shutdown"
     SERVER_FULL = "server full"
@@ -174,8 +179,11 @@ class HeartbeatConnection:
         "_decoder",
         "_finished",
         "_idle_timeout",
+        "_last_ping_received",
+        "_min_ping_interval",
         "_ping_resent",
         "_ping_sent_at",
+        "_ping_strikes",
         "_reader_done_event",
         "_reader_running",
         "_receive_buffer",
@@ -235,6 +243,11 @@ class HeartbeatConnection:
         # Server: the idle deadline lives on _cancel_scope; each frame pushes it.
         self._idle_timeout: float | None = None
         self._cancel_requested = False
+        # Server: PINGs closer together than this are strikes (gRPC's
+        # too_many_pings); more than MAX_PING_STRIKES in a row close with 4.
+        self._min_ping_interval: float | None = None
+        self._last_ping_received = -math.inf
+        self._ping_strikes = 0
         self._ping_sent_at: float | None = None
         self._ping_resent = False
         self.close_timeout = close_timeout
@@ -537,6 +550,21 @@ class HeartbeatConnection:
             self._activity_lot = trio.lowlevel.ParkingLot()
         await self._activity_lot.park()
 
+    def _count_ping_strike(self) -> None:
+        assert self._min_ping_interval is not None
+        now = trio.current_time()
+        if now - self._last_ping_received < self._min_ping_interval:
+            self._ping_strikes += 1
+            if self._ping_strikes > MAX_PING_STRIKES:
+                raise RemoteProtocolError(
+                    f"more than {MAX_PING_STRIKES} PINGs in a row closer together "
+                    f"than min_interval {self._min_ping_interval:g} s",
+                    CloseCode.TOO_MANY_PINGS,
+                )
+        else:
+            self._ping_strikes = 0
+        self._last_ping_received = now
+
     def _cancel(self) -> None:
         """Cancel the connection's scope on purpose (not an idle deadline)."""
         self._cancel_requested = True
@@ -557,9 +585,12 @@ class HeartbeatConnection:
 
     async def _protocol_failure(self, exc: ProtocolError) -> None:
         logger.info("protocol error from %s: %s", self.peer, exc)
-        self._set_closed(
-            _CloseInfo(exc.code, str(exc), False, DisconnectReason.PROTOCOL_ERROR)
+        reason = (
+            DisconnectReason.TOO_MANY_PINGS
+            if exc.code == CloseCode.TOO_MANY_PINGS
+            else DisconnectReason.PROTOCOL_ERROR
         )
+        self._set_closed(_CloseInfo(exc.code, str(exc), False, reason))
         await self._send_close_and_shut(exc.code, str(exc))
         self._cancel()
 
@@ -609,6 +640,8 @@ class HeartbeatConnection:
                 elif frame_class is Ping:
                     assert isinstance(frame, Ping)
                     stats.pings_received += 1
+                    if self._min_ping_interval is not None:
+                        self._count_ping_strike()
                     if self.pong_payload is None:
                         out.append(_EMPTY_PONG)
                     else:

@@ -198,6 +198,7 @@ class _Server:
             conn._cancel_scope = scope
             if self.enforce:
                 conn._idle_timeout = config.timeout
+                conn._min_ping_interval = negotiated.min_interval
                 scope.deadline = trio.current_time() + config.timeout
             nursery.start_soon(conn._run_reader)
             try:
