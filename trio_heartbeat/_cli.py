@@ -131,6 +131,18 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     serve.add_argument(
+        "--max-connections-per-ip",
+        type=int,
+        default=None,
+        metavar="N",
+        help="refuse the newest connection past N from one IP with CLOSE(6)",
+    )
+    serve.add_argument(
+        "--token-file",
+        metavar="F",
+        help="require clients to present the token in file F (CLOSE(7) otherwise)",
+    )
+    serve.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -186,8 +198,25 @@ def _build_parser() -> argparse.ArgumentParser:
     connect.add_argument(
         "--log-level", default="WARNING", type=str.upper, choices=log_levels
     )
+    connect.add_argument(
+        "--token-file", metavar="F", help="present the token in file F in HELLO"
+    )
     _add_common_flags(connect)
     return parser
+
+
+def _read_token(path: str | None) -> str | None:
+    """The token in ``path`` (one trailing newline stripped); never echoed."""
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as file:
+            token = file.read().rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"cannot read --token-file {path!r}: {exc.strerror}") from None
+    if not token:
+        raise ValueError(f"--token-file {path!r} is empty")
+    return token
 
 
 def _user_timeout(value: str) -> float | str:
@@ -570,6 +599,8 @@ def main(
                 min_interval=args.min_interval,
                 max_frame_size=args.max_frame_size,
                 max_connections=args.max_connections,
+                max_connections_per_ip=args.max_connections_per_ip,
+                token=_read_token(args.token_file),
                 enabled=not args.no_heartbeat,
                 keepalive=_keepalive_from(args),
             )
@@ -578,6 +609,7 @@ def main(
                 interval=args.interval,
                 retries=args.retries,
                 retry_interval=args.retry_interval,
+                token=_read_token(args.token_file),
                 keepalive=_keepalive_from(args),
             )
     except (ValueError, TypeError) as exc:

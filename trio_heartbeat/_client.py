@@ -65,6 +65,8 @@ def _hello_fields(config: ClientConfig) -> dict[str, Any]:
     }
     if config.client_id is not None:
         fields["client_id"] = config.client_id
+    if config.token is not None:
+        fields["token"] = config.token
     return fields
 
 

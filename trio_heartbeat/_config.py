@@ -171,6 +171,8 @@ class ClientConfig:
     enabled: bool = True
     #: Sent in HELLO so the server can tell clients apart in its logs.
     client_id: str | None = None
+    #: Sent in HELLO for servers that require a shared token (never logged).
+    token: str | None = attrs.field(default=None, repr=False)
     #: Kernel keepalive / TCP_USER_TIMEOUT for the client's socket. With
     #: ``user_timeout=AUTO`` it is the dead-server bound:
     #: interval + (retries + 1) x retry_interval.
@@ -202,6 +204,14 @@ class ServerConfig:
     max_connections: int | None = attrs.field(
         default=None, validator=_optional_positive_int
     )
+    #: Connections allowed from one IP address; the newest past it gets CLOSE(6).
+    max_connections_per_ip: int | None = attrs.field(
+        default=None, validator=_optional_positive_int
+    )
+    #: Shared secret every client must present in its HELLO (``"token"``),
+    #: compared in constant time; a wrong or missing one gets CLOSE(7). Kept
+    #: out of repr() so that it never reaches a log.
+    token: str | None = attrs.field(default=None, repr=False)
     close_timeout: float = attrs.field(
         default=DEFAULT_CLOSE_TIMEOUT, validator=positive
     )

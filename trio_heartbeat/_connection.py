@@ -143,6 +143,21 @@ class ConnectionStats:
     last_received: float = -math.inf
 
 
+def peer_host(stream: trio.abc.Stream) -> str | None:
+    """The peer's IP address for TCP (TLS included) streams, else ``None``."""
+    inner: Any = stream
+    while hasattr(inner, "transport_stream"):
+        inner = inner.transport_stream
+    sock = getattr(inner, "socket", None)
+    if sock is None:
+        return None
+    try:
+        address = sock.getpeername()
+    except OSError:
+        return None
+    return address[0] if isinstance(address, tuple) else None
+
+
 def describe_peer(stream: trio.abc.Stream) -> str:
     """A printable address for logs: ``host:port`` of sockets, else a type name."""
     inner: Any = stream

@@ -10,6 +10,8 @@ the stream can still carry one), a closed stream, one log line and one
 
 from __future__ import annotations
 
+import collections
+import hmac
 import logging
 import os
 import sys
@@ -26,6 +28,7 @@ from ._connection import (
     DisconnectReason,
     HeartbeatConnection,
     _CloseInfo,
+    peer_host,
 )
 from ._keepalive import apply_keepalive
 from ._protocol import CloseCode, RemoteProtocolError
@@ -49,6 +52,13 @@ PongPayload = Callable[[HeartbeatConnection, bytes], bytes]
 def enforcement_enabled(config: ServerConfig) -> bool:
     """Whether kicks apply: the config says so and the environment does not veto."""
     return config.enabled and os.environ.get(DISABLE_ENV_VAR, "") not in ("1", "true")
+
+
+def _token_matches(offered: object, expected: str) -> bool:
+    """Constant-time comparison (hmac.compare_digest), whatever was offered."""
+    if not isinstance(offered, str):
+        offered = ""
+    return hmac.compare_digest(offered.encode(), expected.encode())
 
 
 def _split_cancelled(
@@ -87,6 +97,7 @@ class _Server:
         self.pong_payload = pong_payload
         self.enforce = enforcement_enabled(config)
         self.connections: set[HeartbeatConnection] = set()
+        self.per_ip: collections.Counter[str] = collections.Counter()
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         config = self.config
@@ -110,7 +121,22 @@ class _Server:
                 ),
             )
             return
+        host = peer_host(stream)
+        per_ip = config.max_connections_per_ip
+        if per_ip is not None and host is not None and self.per_ip[host] >= per_ip:
+            await self._finish(
+                conn,
+                _CloseInfo(
+                    CloseCode.SERVER_FULL,
+                    f"too many connections from {host} ({per_ip})",
+                    False,
+                    DisconnectReason.SERVER_FULL,
+                ),
+            )
+            return
         self.connections.add(conn)
+        if host is not None:
+            self.per_ip[host] += 1
         try:
             await self._run(conn)
         except BaseException as exc:
@@ -128,6 +154,10 @@ class _Server:
             raise
         finally:
             self.connections.discard(conn)
+            if host is not None:
+                self.per_ip[host] -= 1
+                if not self.per_ip[host]:
+                    del self.per_ip[host]
             await conn._shut_stream()
 
     async def _run(self, conn: HeartbeatConnection) -> None:
@@ -136,6 +166,13 @@ class _Server:
         with trio.move_on_after(config.handshake_timeout) as handshake_scope:
             try:
                 hello = await conn._receive_hello()
+                # The token is checked, then dropped: it must not linger where
+                # handlers or logs could show it.
+                offered = conn.peer_hello.pop("token", None)
+                if config.token is not None and not _token_matches(
+                    offered, config.token
+                ):
+                    raise HandshakeError("authentication failed")
                 negotiated = negotiate(hello.fields, config)
             except RemoteProtocolError as exc:
                 await self._finish(
