@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -142,6 +143,8 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="F",
         help="require clients to present the token in file F (CLOSE(7) otherwise)",
     )
+    serve.add_argument("--certfile", metavar="F", help="TLS: certificate chain (PEM)")
+    serve.add_argument("--keyfile", metavar="F", help="TLS: private key (PEM)")
     serve.add_argument(
         "--workers",
         type=int,
@@ -201,8 +204,40 @@ def _build_parser() -> argparse.ArgumentParser:
     connect.add_argument(
         "--token-file", metavar="F", help="present the token in file F in HELLO"
     )
+    connect.add_argument("--tls", action="store_true", help="connect over TLS")
+    connect.add_argument(
+        "--cafile", metavar="F", help="TLS: trust the CA certificates in F (PEM)"
+    )
     _add_common_flags(connect)
     return parser
+
+
+def _server_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if args.certfile is None and args.keyfile is None:
+        return None
+    if args.certfile is None:
+        raise ValueError("--keyfile needs --certfile")
+    if args.protocol == "seed":
+        raise ValueError("the seed protocol has no TLS")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(args.certfile, args.keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load the TLS certificate: {exc}") from None
+    return context
+
+
+def _client_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if not args.tls:
+        if args.cafile is not None:
+            raise ValueError("--cafile needs --tls")
+        return None
+    if args.protocol == "seed":
+        raise ValueError("the seed protocol has no TLS")
+    try:
+        return ssl.create_default_context(cafile=args.cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load --cafile {args.cafile!r}: {exc}") from None
 
 
 def _read_token(path: str | None) -> str | None:
@@ -293,7 +328,12 @@ async def echo_upper(conn: HeartbeatConnection) -> None:
 
 
 async def _serve(
-    config: ServerConfig, host: str, port: int, protocol: str, reuse_port: bool = False
+    config: ServerConfig,
+    host: str,
+    port: int,
+    protocol: str,
+    reuse_port: bool = False,
+    tls: ssl.SSLContext | None = None,
 ) -> int:
     try:
         if reuse_port:  # a worker of `serve --workers N`
@@ -303,6 +343,8 @@ async def _serve(
     except OSError as exc:
         print(f"cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return EXIT_CONNECTION
+    if tls is not None:
+        tcp = [trio.SSLListener(listener, tls) for listener in tcp]
     if protocol == "seed":
         serve: Any = partial(serve_legacy_listeners, tcp, config=config)
     else:
@@ -314,7 +356,8 @@ async def _serve(
             print(f"cannot listen on {host}:{port}: {exc}", file=sys.stderr)
             return EXIT_CONNECTION
         for listener in listeners:
-            address = listener.socket.getsockname()
+            inner = getattr(listener, "transport_listener", listener)  # TLS
+            address = inner.socket.getsockname()
             shown = f"[{address[0]}]" if ":" in address[0] else address[0]
             print(f"listening on {shown}:{address[1]}", flush=True)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -439,7 +482,13 @@ async def _reconnect_loop(
     """
     unsent: list[bytes] = []
     connected = False
-    reconnector = reconnecting(args.host, args.port, config=config, backoff=Backoff())
+    reconnector = reconnecting(
+        args.host,
+        args.port,
+        config=config,
+        backoff=Backoff(),
+        ssl_context=args.tls_context,
+    )
     async with trio.open_nursery() as nursery:
 
         async def stop_if_idle_at_eof() -> None:
@@ -541,7 +590,9 @@ async def _connect(
             code = await _reconnect_loop(args, config, lines, stdin_ended)
         else:
             try:
-                async with open_connection(args.host, args.port, config=config) as conn:
+                async with open_connection(
+                    args.host, args.port, config=config, ssl_context=args.tls_context
+                ) as conn:
                     await _relay(conn, lines, [])
                 code = EXIT_OK
             except Exception as exc:
@@ -593,6 +644,7 @@ def main(
         if args.command == "serve":
             if args.workers < 1:
                 raise ValueError(f"workers must be >= 1, not {args.workers!r}")
+            tls_context = _server_tls(args)
             server_config = ServerConfig(
                 timeout=args.timeout,
                 handshake_timeout=args.handshake_timeout,
@@ -605,6 +657,7 @@ def main(
                 keepalive=_keepalive_from(args),
             )
         else:
+            args.tls_context = _client_tls(args)
             client_config = ClientConfig(
                 interval=args.interval,
                 retries=args.retries,
@@ -627,6 +680,7 @@ def main(
                 args.port,
                 args.protocol,
                 args.reuse_port,
+                tls_context,
             )
         return trio.run(_connect, args, client_config, read_chunk or _read_stdin_chunk)
     except KeyboardInterrupt:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -261,12 +262,22 @@ async def open_connection(
     config: ClientConfig | None = None,
     ping_payload: PingPayload | None = None,
     on_pong: OnPong | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[HeartbeatConnection]:
-    """Connect over TCP and run the heartbeat client; see :func:`connect_stream`.
+    """Connect over TCP (TLS with ``ssl_context``) and run the heartbeat client.
 
-    ``OSError`` (connection refused, unreachable) propagates from the connect.
+    See :func:`connect_stream`. ``OSError`` (connection refused, unreachable)
+    propagates from the connect. With TLS, the handshake runs inside the
+    handshake timeout, and a certificate problem raises
+    :class:`ConnectionClosed` whose reason carries the TLS error.
     """
-    stream = await trio.open_tcp_stream(host, port)
+    stream: trio.abc.Stream
+    if ssl_context is None:
+        stream = await trio.open_tcp_stream(host, port)
+    else:
+        stream = await trio.open_ssl_over_tcp_stream(
+            host, port, ssl_context=ssl_context
+        )
     async with connect_stream(
         stream, config=config, ping_payload=ping_payload, on_pong=on_pong
     ) as conn:
@@ -444,9 +455,19 @@ class Reconnector:
 def reconnecting(
     host: str,
     port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
     **kwargs: Any,
 ) -> Reconnector:
-    """A :class:`Reconnector` over TCP to ``host:port`` (keyword options as there)."""
-    return Reconnector(
-        partial(trio.open_tcp_stream, host, port), name=f"{host}:{port}", **kwargs
-    )
+    """A :class:`Reconnector` over TCP (TLS with ``ssl_context``) to ``host:port``.
+
+    Other keyword options are :class:`Reconnector`'s.
+    """
+    open_stream: Callable[[], Awaitable[trio.abc.Stream]]
+    if ssl_context is None:
+        open_stream = partial(trio.open_tcp_stream, host, port)
+    else:
+        open_stream = partial(
+            trio.open_ssl_over_tcp_stream, host, port, ssl_context=ssl_context
+        )
+    return Reconnector(open_stream, name=f"{host}:{port}", **kwargs)

@@ -143,6 +143,14 @@ class ConnectionStats:
     last_received: float = -math.inf
 
 
+def _broken_reason(exc: BaseException) -> str:
+    """What broke, readably: trio wraps the OSError or SSLError as the cause."""
+    cause = exc.__cause__
+    if cause is not None and str(cause):
+        return f"{type(cause).__name__}: {cause}"
+    return str(exc) or type(exc).__name__
+
+
 def peer_host(stream: trio.abc.Stream) -> str | None:
     """The peer's IP address for TCP (TLS included) streams, else ``None``."""
     inner: Any = stream
@@ -476,7 +484,7 @@ class HeartbeatConnection:
                 self._set_closed(
                     _CloseInfo(
                         None,
-                        str(exc) or type(exc).__name__,
+                        _broken_reason(exc),
                         True,
                         DisconnectReason.CONNECTION_LOST,
                     )
@@ -535,7 +543,7 @@ class HeartbeatConnection:
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise ConnectionClosed(
                     None,
-                    str(exc) or type(exc).__name__,
+                    _broken_reason(exc),
                     by_peer=True,
                     disconnect_reason=DisconnectReason.CONNECTION_LOST,
                 ) from None

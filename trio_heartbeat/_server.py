@@ -14,6 +14,7 @@ import collections
 import hmac
 import logging
 import os
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -375,6 +376,7 @@ async def serve_tcp(
     on_disconnect: DisconnectHook | None = None,
     pong_payload: PongPayload | None = None,
     handler_nursery: trio.Nursery | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[Sequence[trio.abc.Listener[Any]]] = (
         trio.TASK_STATUS_IGNORED
     ),
@@ -382,11 +384,18 @@ async def serve_tcp(
     """Listen on TCP ``port`` (0 picks a free one) and serve forever.
 
     Use ``listeners = await nursery.start(partial(serve_tcp, handler, 0))`` to
-    learn the real port. See :func:`serve_listeners` for the rest.
+    learn the real port. With ``ssl_context`` every connection is TLS; the TLS
+    handshake counts against the handshake timeout. See :func:`serve_listeners`
+    for the rest.
     """
     if not isinstance(port, int) or isinstance(port, bool):
         raise TypeError(f"port must be int, not {port!r}")
-    listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    listeners: list[Any] = await trio.open_tcp_listeners(
+        port, host=host, backlog=backlog
+    )
+    if ssl_context is not None:
+        # https_compatible=False: our CLOSE handshake ends the session cleanly.
+        listeners = [trio.SSLListener(tcp, ssl_context) for tcp in listeners]
     await serve_listeners(
         handler,
         listeners,
