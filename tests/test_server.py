@@ -569,3 +569,73 @@ async def test_strikes_not_counted_with_enforcement_off(autojump_clock: Any) -> 
         while len(data) < 20:
             data += await peer.stream.receive_some(65536)
         assert data == b"\x04\x00" * 10
+
+
+# ------------------------------------------------------------ slow consumers
+
+
+class LockstepListener(MemoryListener):
+    """Like MemoryListener, but a send blocks until the peer reads it."""
+
+    async def connect(self) -> Any:
+        client, server = trio.testing.lockstep_stream_pair()
+        self.server_streams.append(server)
+        await self._send.send(server)
+        return client
+
+
+async def test_slow_consumer_is_dropped_after_send_timeout(autojump_clock: Any) -> None:
+    listener = LockstepListener()
+    events: list[DisconnectReason] = []
+    dropped = trio.Event()
+
+    def on_disconnect(conn: HeartbeatConnection, reason: DisconnectReason) -> None:
+        events.append(reason)
+        dropped.set()
+
+    async def talker(conn: HeartbeatConnection) -> None:
+        await conn.receive()
+        while True:
+            await conn.send(b"x" * 1000)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            partial(
+                serve_listeners, talker, [listener],
+                config=ServerConfig(send_timeout=10),
+                on_disconnect=on_disconnect,
+            )
+        )  # fmt: skip
+        slow = RawPeer(await listener.connect())
+        await slow.hello()
+        await slow.send(Data(b"go"))  # then it never reads again
+        start = trio.current_time()
+        await dropped.wait()
+        assert events == [DisconnectReason.SLOW_CONSUMER]
+        assert trio.current_time() - start == 10
+        nursery.cancel_scope.cancel()
+
+
+async def test_others_unaffected_by_a_slow_consumer(autojump_clock: Any) -> None:
+    slow_listener, fast_listener = LockstepListener(), MemoryListener()
+
+    async def handler(conn: HeartbeatConnection) -> None:
+        async for data in conn:
+            await conn.send(data * 1000)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            partial(serve_listeners, handler, [slow_listener, fast_listener])
+        )
+        slow = RawPeer(await slow_listener.connect())
+        await slow.hello()
+        await slow.send(Data(b"flood me"))  # the reply will never be read
+        fast = RawPeer(await fast_listener.connect())
+        await fast.hello()
+        for _ in range(5):
+            sent = trio.current_time()
+            await fast.send(Ping())
+            assert await fast.receive() == Pong()
+            assert trio.current_time() == sent  # no added latency
+            await trio.sleep(1)
+        nursery.cancel_scope.cancel()

@@ -132,6 +132,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     serve.add_argument(
+        "--send-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="drop a client that stalls a send for S seconds (default %(default)g)",
+    )
+    serve.add_argument(
         "--max-connections-per-ip",
         type=int,
         default=None,
@@ -652,6 +659,7 @@ def main(
                 max_frame_size=args.max_frame_size,
                 max_connections=args.max_connections,
                 max_connections_per_ip=args.max_connections_per_ip,
+                send_timeout=args.send_timeout,
                 token=_read_token(args.token_file),
                 enabled=not args.no_heartbeat,
                 keepalive=_keepalive_from(args),

@@ -44,6 +44,9 @@ DEFAULT_MIN_INTERVAL: Final = 1.0
 # How long a graceful close may spend sending its CLOSE frame before the stream
 # is closed anyway.
 DEFAULT_CLOSE_TIMEOUT: Final = 1.0
+# A client that has not read for 10 s while we have data for it is not coming
+# back soon; a healthy one drains a socket buffer in milliseconds.
+DEFAULT_SEND_TIMEOUT: Final = 10.0
 
 
 def positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -215,6 +218,9 @@ class ServerConfig:
     close_timeout: float = attrs.field(
         default=DEFAULT_CLOSE_TIMEOUT, validator=positive
     )
+    #: A send blocked this long means the client stopped reading (a slow
+    #: consumer): it is dropped instead of holding a task and buffers forever.
+    send_timeout: float = attrs.field(default=DEFAULT_SEND_TIMEOUT, validator=positive)
     #: Heartbeat enforcement: ``False`` still answers PINGs but never kicks, so a
     #: client paused in a debugger keeps its connection.
     enabled: bool = True

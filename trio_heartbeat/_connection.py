@@ -69,6 +69,7 @@ class DisconnectReason(enum.Enum):
     HANDSHAKE_FAILED = "handshake failed"
     SHUTDOWN = "shutdown"
     SERVER_FULL = "server full"
+    SLOW_CONSUMER = "slow consumer"
     CLOSED_LOCALLY = "closed locally"
     HANDLER_ERROR = "handler error"
 
@@ -216,6 +217,7 @@ class HeartbeatConnection:
         "_rtt",
         "_send_interrupted",
         "_send_lock",
+        "_send_timeout",
         "_space_lot",
         "_stream",
         "_stream_closed",
@@ -269,6 +271,8 @@ class HeartbeatConnection:
         # Server: PINGs closer together than this are strikes (gRPC's
         # too_many_pings); more than MAX_PING_STRIKES in a row close with 4.
         self._min_ping_interval: float | None = None
+        # Server: a send blocked longer than this drops the connection.
+        self._send_timeout: float | None = None
         self._last_ping_received = -math.inf
         self._ping_strikes = 0
         self._ping_sent_at: float | None = None
@@ -320,7 +324,7 @@ class HeartbeatConnection:
                 f"DATA of {len(data)} bytes exceeds the peer's max_frame_size "
                 f"{self.peer_max_frame_size}"
             )
-        await self._send(encode(Data(data)))
+        await self._send(encode(Data(data)), bounded=True)
 
     async def receive(self) -> bytes:
         """Return the next DATA payload.
@@ -463,7 +467,17 @@ class HeartbeatConnection:
         stats.bytes_sent += nbytes
         stats.last_sent = trio.current_time()
 
-    async def _send(self, wire: bytes, frames: int = 1) -> None:
+    async def _send(
+        self, wire: bytes, frames: int = 1, *, bounded: bool = False
+    ) -> None:
+        """Send whole frames through the one send path.
+
+        ``bounded`` sends (the application's DATA) are limited by the server's
+        send timeout. The reader's PONGs need no such bound: while a PONG is
+        stuck, the reader reads nothing, no frame moves the idle deadline, and
+        the peer is kicked at ``timeout``; and the heartbeat path stays free of
+        a cancel scope per send.
+        """
         # Sending stays possible after the peer's CLOSE (last replies), until
         # our own CLOSE is out or the stream is gone.
         if self._close_sent or self._stream_closed or self._send_interrupted:
@@ -479,7 +493,10 @@ class HeartbeatConnection:
             if self._close_sent or self._stream_closed or self._send_interrupted:
                 raise self._closed_error()
             try:
-                await self._stream.send_all(wire)
+                if not bounded or self._send_timeout is None:
+                    await self._stream.send_all(wire)
+                else:
+                    await self._send_bounded(wire)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._set_closed(
                     _CloseInfo(
@@ -506,6 +523,27 @@ class HeartbeatConnection:
             self._count_sent(frames, len(wire))
         finally:
             lock.release()
+
+    async def _send_bounded(self, wire: bytes) -> None:
+        timeout = self._send_timeout
+        assert timeout is not None
+        with trio.move_on_after(timeout) as scope:
+            await self._stream.send_all(wire)
+        if scope.cancelled_caught:
+            # The peer stopped reading. Part of a frame may be on the wire, so
+            # no CLOSE can follow: record why, close, stop the connection.
+            self._send_interrupted = True
+            self._set_closed(
+                _CloseInfo(
+                    None,
+                    f"a send was blocked for {timeout:g} s: the peer stopped reading",
+                    False,
+                    DisconnectReason.SLOW_CONSUMER,
+                )
+            )
+            await self._shut_stream()
+            self._cancel()
+            raise self._closed_error()
 
     async def _send_ping(self, payload: bytes, *, resend: bool) -> None:
         wire = encode(Ping(payload)) if payload else _EMPTY_PING

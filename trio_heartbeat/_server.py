@@ -108,6 +108,7 @@ class _Server:
             max_frame_size=config.max_frame_size,
             close_timeout=config.close_timeout,
         )
+        conn._send_timeout = config.send_timeout
         if self.pong_payload is not None:
             conn.pong_payload = partial(self.pong_payload, conn)
         limit = config.max_connections
