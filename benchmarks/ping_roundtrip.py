@@ -55,9 +55,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     micros = trio.run(measure, args.count, args.rounds)
-    print(
-        f"PING/PONG round trip, client + server: {micros:.1f} us (best of {args.rounds})"
-    )
+    rounds = args.rounds
+    print(f"PING/PONG round trip, client + server: {micros:.1f} us (best of {rounds})")
 
 
 if __name__ == "__main__":
