@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import resource
+import signal
 import subprocess
 import sys
+import time
 from functools import partial
 
 import trio
@@ -36,10 +39,12 @@ async def test_out_of_file_descriptors_is_survived() -> None:
             partial(
                 trio.run_process,
                 [sys.executable, "-m", "trio_heartbeat", "serve", "--port", "0"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                check=False,
                 preexec_fn=_low_fd_limit,
             )
-        )  # fmt: skip
+        )
         assert server.stdout is not None and server.stderr is not None
         with trio.fail_after(60):
             line = b""
@@ -74,4 +79,126 @@ async def test_out_of_file_descriptors_is_survived() -> None:
                 await stream.aclose()
             server.terminate()
             assert await server.wait() == 0
+        nursery.cancel_scope.cancel()
+
+
+class Output:
+    """Accumulates a process stream; waits for a marker."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self.stream = stream
+        self.data = b""
+
+    async def wait_for(self, marker: bytes) -> None:
+        await self.wait_for_count(marker, 1)
+
+    async def wait_for_count(self, marker: bytes, count: int) -> None:
+        while self.data.count(marker) < count:
+            chunk = await self.stream.receive_some(65536)
+            assert chunk, f"ended before {count} x {marker!r}: {self.data!r}"
+            self.data += chunk
+
+
+async def _start(nursery: trio.Nursery, *args: str) -> trio.Process:
+    process: trio.Process = await nursery.start(
+        partial(
+            trio.run_process,
+            [sys.executable, "-m", "trio_heartbeat", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
+    )
+    return process
+
+
+async def test_frozen_client_is_kicked_and_reconnects_after_sigcont() -> None:
+    async with trio.open_nursery() as nursery:
+        server = await _start(
+            nursery,
+            "serve",
+            "--port",
+            "0",
+            "--timeout",
+            "2",
+            "--min-interval",
+            "0.5",
+            "--log-level",
+            "INFO",
+        )
+        assert server.stdout is not None and server.stderr is not None
+        server_out, server_log = Output(server.stdout), Output(server.stderr)
+        try:
+            with trio.fail_after(60):
+                await server_out.wait_for(b"\n")
+                port = server_out.data.decode().strip().rsplit(":", 1)[1]
+                client = await _start(
+                    nursery,
+                    "connect",
+                    "--port",
+                    port,
+                    "--interval",
+                    "1",
+                    "--reconnect",
+                    "--log-level",
+                    "INFO",
+                )
+                assert client.stdin is not None and client.stdout is not None
+                client_out = Output(client.stdout)
+                await client.stdin.send_all(b"before\n")
+                await client_out.wait_for(b"BEFORE\n")
+                os.kill(client.pid, signal.SIGSTOP)
+                frozen_at = time.monotonic()
+                await server_log.wait_for(b"heartbeat timeout [CLOSE 1]")
+                kicked_after = time.monotonic() - frozen_at
+                # Its last PING was at most 1 s before the freeze; timeout 2 s.
+                assert 0.8 <= kicked_after <= 2 + 0.7, kicked_after
+                os.kill(client.pid, signal.SIGCONT)
+                # Back: it sees the CLOSE(1), reconnects, and is served again.
+                await server_log.wait_for_count(b"]: connect 127.0.0.1", 2)
+                await client.stdin.send_all(b"after\n")
+                await client_out.wait_for(b"AFTER\n")
+                await client.stdin.aclose()
+                assert await client.wait() == 0
+        finally:
+            server.terminate()
+        nursery.cancel_scope.cancel()
+
+
+async def test_frozen_server_is_declared_dead_within_the_bound() -> None:
+    async with trio.open_nursery() as nursery:
+        server = await _start(nursery, "serve", "--port", "0", "--min-interval", "0.5")
+        assert server.stdout is not None
+        server_out = Output(server.stdout)
+        try:
+            with trio.fail_after(60):
+                await server_out.wait_for(b"\n")
+                port = server_out.data.decode().strip().rsplit(":", 1)[1]
+                client = await _start(
+                    nursery,
+                    "connect",
+                    "--port",
+                    port,
+                    "--interval",
+                    "1",
+                    "--retries",
+                    "2",
+                    "--retry-interval",
+                    "0.5",
+                )
+                assert client.stdin is not None and client.stdout is not None
+                client_out = Output(client.stdout)
+                await client.stdin.send_all(b"hi\n")
+                await client_out.wait_for(b"HI\n")
+                os.kill(server.pid, signal.SIGSTOP)
+                frozen_at = time.monotonic()
+                assert await client.wait() == 3
+                dead_after = time.monotonic() - frozen_at
+                # Dead at first PING + 3 x 0.5 s; the first PING comes at most
+                # 1 s after the freeze.
+                assert 1.3 <= dead_after <= 1 + 3 * 0.5 + 0.7, dead_after
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+            server.kill()
         nursery.cancel_scope.cancel()
