@@ -113,92 +113,80 @@ async def _start(nursery: trio.Nursery, *args: str) -> trio.Process:
     return process
 
 
+class Pair:
+    """A `serve` and a `connect` process, connected and past one echoed line."""
+
+    server: trio.Process
+    server_log: Output
+    client: trio.Process
+    client_out: Output
+
+
+async def _pair(
+    nursery: trio.Nursery, serve_flags: list[str], connect_flags: list[str]
+) -> Pair:
+    pair = Pair()
+    pair.server = await _start(nursery, "serve", "--port", "0", *serve_flags)
+    assert pair.server.stdout is not None and pair.server.stderr is not None
+    server_out, pair.server_log = Output(pair.server.stdout), Output(pair.server.stderr)
+    await server_out.wait_for(b"\n")
+    port = server_out.data.decode().strip().rsplit(":", 1)[1]
+    pair.client = await _start(nursery, "connect", "--port", port, *connect_flags)
+    assert pair.client.stdin is not None and pair.client.stdout is not None
+    pair.client_out = Output(pair.client.stdout)
+    await pair.client.stdin.send_all(b"before\n")
+    await pair.client_out.wait_for(b"BEFORE\n")
+    return pair
+
+
 async def test_frozen_client_is_kicked_and_reconnects_after_sigcont() -> None:
     async with trio.open_nursery() as nursery:
-        server = await _start(
-            nursery,
-            "serve",
-            "--port",
-            "0",
-            "--timeout",
-            "2",
-            "--min-interval",
-            "0.5",
-            "--log-level",
-            "INFO",
-        )
-        assert server.stdout is not None and server.stderr is not None
-        server_out, server_log = Output(server.stdout), Output(server.stderr)
-        try:
-            with trio.fail_after(60):
-                await server_out.wait_for(b"\n")
-                port = server_out.data.decode().strip().rsplit(":", 1)[1]
-                client = await _start(
-                    nursery,
-                    "connect",
-                    "--port",
-                    port,
-                    "--interval",
-                    "1",
-                    "--reconnect",
-                    "--log-level",
-                    "INFO",
-                )
-                assert client.stdin is not None and client.stdout is not None
-                client_out = Output(client.stdout)
-                await client.stdin.send_all(b"before\n")
-                await client_out.wait_for(b"BEFORE\n")
+        with trio.fail_after(60):
+            pair = await _pair(
+                nursery,
+                ["--timeout", "2", "--min-interval", "0.5", "--log-level", "INFO"],
+                ["--interval", "1", "--reconnect", "--log-level", "INFO"],
+            )
+            client = pair.client
+            assert client.stdin is not None
+            try:
                 os.kill(client.pid, signal.SIGSTOP)
                 frozen_at = time.monotonic()
-                await server_log.wait_for(b"heartbeat timeout [CLOSE 1]")
+                await pair.server_log.wait_for(b"heartbeat timeout [CLOSE 1]")
                 kicked_after = time.monotonic() - frozen_at
                 # Its last PING was at most 1 s before the freeze; timeout 2 s.
                 assert 0.8 <= kicked_after <= 2 + 0.7, kicked_after
                 os.kill(client.pid, signal.SIGCONT)
                 # Back: it sees the CLOSE(1), reconnects, and is served again.
-                await server_log.wait_for_count(b"]: connect 127.0.0.1", 2)
+                await pair.server_log.wait_for_count(b"]: connect 127.0.0.1", 2)
                 await client.stdin.send_all(b"after\n")
-                await client_out.wait_for(b"AFTER\n")
+                await pair.client_out.wait_for(b"AFTER\n")
                 await client.stdin.aclose()
                 assert await client.wait() == 0
-        finally:
-            server.terminate()
+            finally:
+                client.send_signal(signal.SIGCONT)  # no-op once it has exited
+                pair.server.terminate()
         nursery.cancel_scope.cancel()
 
 
 async def test_frozen_server_is_declared_dead_within_the_bound() -> None:
     async with trio.open_nursery() as nursery:
-        server = await _start(nursery, "serve", "--port", "0", "--min-interval", "0.5")
-        assert server.stdout is not None
-        server_out = Output(server.stdout)
-        try:
-            with trio.fail_after(60):
-                await server_out.wait_for(b"\n")
-                port = server_out.data.decode().strip().rsplit(":", 1)[1]
-                client = await _start(
-                    nursery,
-                    "connect",
-                    "--port",
-                    port,
-                    "--interval",
-                    "1",
-                    "--retries",
-                    "2",
-                    "--retry-interval",
-                    "0.5",
-                )
-                assert client.stdin is not None and client.stdout is not None
-                client_out = Output(client.stdout)
-                await client.stdin.send_all(b"hi\n")
-                await client_out.wait_for(b"HI\n")
+        with trio.fail_after(60):
+            pair = await _pair(
+                nursery,
+                ["--min-interval", "0.5"],
+                ["--interval", "1", "--retries", "2", "--retry-interval", "0.5"],
+            )
+            server = pair.server
+            try:
                 os.kill(server.pid, signal.SIGSTOP)
                 frozen_at = time.monotonic()
-                assert await client.wait() == 3
+                assert await pair.client.wait() == 3
                 dead_after = time.monotonic() - frozen_at
                 # Dead at first PING + 3 x 0.5 s; the first PING comes at most
                 # 1 s after the freeze.
                 assert 1.3 <= dead_after <= 1 + 3 * 0.5 + 0.7, dead_after
-        finally:
-            os.kill(server.pid, signal.SIGCONT)
-            server.kill()
+            finally:
+                server.send_signal(signal.SIGCONT)
+                server.kill()
         nursery.cancel_scope.cancel()
