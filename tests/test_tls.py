@@ -48,16 +48,24 @@ async def echo_upper(conn: HeartbeatConnection) -> None:
         await conn.send(data.upper())
 
 
+async def start_tls_server(
+    nursery: trio.Nursery, context: ssl.SSLContext, **kwargs: object
+) -> int:
+    """serve_tcp over TLS on 127.0.0.1 port 0; returns the port."""
+    listeners = await nursery.start(
+        partial(
+            serve_tcp, echo_upper, 0, host="127.0.0.1", ssl_context=context, **kwargs
+        )
+    )
+    return int(listeners[0].transport_listener.socket.getsockname()[1])
+
+
 async def test_heartbeats_over_tls(
     server_context: ssl.SSLContext, client_context: ssl.SSLContext
 ) -> None:
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(
-                partial(serve_tcp, echo_upper, 0, host="127.0.0.1",
-                        ssl_context=server_context)
-            )  # fmt: skip
-            port = listeners[0].transport_listener.socket.getsockname()[1]
+            port = await start_tls_server(nursery, server_context)
             config = ClientConfig(interval=1, retry_interval=1)
             async with open_connection(
                 "127.0.0.1", port, config=config, ssl_context=client_context
@@ -76,11 +84,7 @@ async def test_untrusted_certificate_fails_the_connect(
 ) -> None:
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(
-                partial(serve_tcp, echo_upper, 0, host="127.0.0.1",
-                        ssl_context=server_context)
-            )  # fmt: skip
-            port = listeners[0].transport_listener.socket.getsockname()[1]
+            port = await start_tls_server(nursery, server_context)
             with pytest.raises(ConnectionClosed) as info:
                 async with open_connection(
                     "127.0.0.1", port, ssl_context=ssl.create_default_context()
@@ -98,12 +102,12 @@ async def test_stalled_tls_handshake_counts_against_handshake_timeout(
     config = ServerConfig(handshake_timeout=0.5, close_timeout=0.2)
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(
-                partial(serve_tcp, echo_upper, 0, host="127.0.0.1", config=config,
-                        ssl_context=server_context,
-                        on_disconnect=lambda c, r: reasons.append(r))
-            )  # fmt: skip
-            port = listeners[0].transport_listener.socket.getsockname()[1]
+            port = await start_tls_server(
+                nursery,
+                server_context,
+                config=config,
+                on_disconnect=lambda c, r: reasons.append(r),
+            )
             # Plain TCP that never starts TLS: the server must still give up.
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             started = time.monotonic()

@@ -152,37 +152,45 @@ def _broken_reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def peer_host(stream: trio.abc.Stream) -> str | None:
-    """The peer's IP address for TCP (TLS included) streams, else ``None``."""
-    inner: Any = stream
-    while hasattr(inner, "transport_stream"):
-        inner = inner.transport_stream
-    sock = getattr(inner, "socket", None)
+def stream_socket(stream: Any) -> Any | None:
+    """The socket under a stream, through TLS and other wrapping layers."""
+    while hasattr(stream, "transport_stream"):  # trio.SSLStream and similar
+        stream = stream.transport_stream
+    return getattr(stream, "socket", None)
+
+
+_NO_SOCKET: Final = object()
+
+
+def _peer_address(stream: trio.abc.Stream) -> object:
+    """getpeername() of the stream's socket; None if it fails, _NO_SOCKET if none."""
+    sock = stream_socket(stream)
     if sock is None:
-        return None
+        return _NO_SOCKET
     try:
-        address = sock.getpeername()
+        address: object = sock.getpeername()
     except OSError:
         return None
-    return address[0] if isinstance(address, tuple) else None
+    return address
+
+
+def peer_host(stream: trio.abc.Stream) -> str | None:
+    """The peer's IP address for TCP (TLS included) streams, else ``None``."""
+    address = _peer_address(stream)
+    return str(address[0]) if isinstance(address, tuple) else None
 
 
 def describe_peer(stream: trio.abc.Stream) -> str:
     """A printable address for logs: ``host:port`` of sockets, else a type name."""
-    inner: Any = stream
-    while hasattr(inner, "transport_stream"):  # trio.SSLStream and similar
-        inner = inner.transport_stream
-    sock = getattr(inner, "socket", None)
-    if sock is not None:
-        try:
-            address = sock.getpeername()
-        except OSError:
-            return "<disconnected socket>"
-        if isinstance(address, tuple) and len(address) >= 2:
-            host = address[0]
-            return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
-        return str(address) or "<unix socket>"
-    return f"<{type(stream).__name__}>"
+    address = _peer_address(stream)
+    if address is _NO_SOCKET:
+        return f"<{type(stream).__name__}>"
+    if address is None:
+        return "<disconnected socket>"
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = address[0]
+        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+    return str(address) or "<unix socket>"
 
 
 class HeartbeatConnection:

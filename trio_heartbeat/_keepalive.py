@@ -26,6 +26,7 @@ from typing import Any
 import trio
 
 from ._config import AUTO, KeepaliveConfig
+from ._connection import stream_socket
 
 __all__ = ["apply_keepalive", "configure_keepalive", "keepalive_settings"]
 
@@ -50,10 +51,8 @@ def _whole_seconds(value: float) -> int:
 
 def _socket_of(target: Any) -> socket.socket | Any:
     """The socket of a socket, a trio socket or a (possibly TLS-wrapped) stream."""
-    inner = target
-    while hasattr(inner, "transport_stream"):
-        inner = inner.transport_stream
-    return getattr(inner, "socket", inner)
+    sock = stream_socket(target)
+    return target if sock is None else sock
 
 
 def configure_keepalive(
