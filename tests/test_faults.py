@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -189,4 +190,60 @@ async def test_frozen_server_is_declared_dead_within_the_bound() -> None:
             finally:
                 server.send_signal(signal.SIGCONT)
                 server.kill()
+        nursery.cancel_scope.cancel()
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+async def test_ping_flood_without_reading_keeps_server_memory_flat() -> None:
+    """A client floods PINGs as fast as TCP takes them and reads nothing (strikes
+    off: min-interval 1 µs). The server stops reading once its PONGs cannot go
+    out, so its memory stays flat; it drops the flooder as a slow consumer at
+    its timeout while another client keeps getting PONGs."""
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(60):
+            server = await _start(
+                nursery, "serve", "--port", "0", "--timeout", "3",
+                "--min-interval", "1e-6", "--log-level", "INFO",
+            )  # fmt: skip
+            assert server.stdout is not None and server.stderr is not None
+            out, log = Output(server.stdout), Output(server.stderr)
+            await out.wait_for(b"\n")
+            port = int(out.data.decode().strip().rsplit(":", 1)[1])
+            try:
+                flooder, answered = await _hello(port)
+                assert answered
+                flooder.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                other, answered = await _hello(port)
+                assert answered
+                before = _rss_kib(server.pid)
+                chunk = b"\x03\x00" * 32768  # 32768 empty PINGs
+                sent = 0
+                while sent < 256 << 20:
+                    with trio.move_on_after(0.5):
+                        await flooder.send_all(chunk)
+                        sent += len(chunk)
+                        continue
+                    break  # blocked: the server has stopped reading
+                assert sent < 256 << 20, "the server never pushed back"
+                grown = _rss_kib(server.pid) - before
+                assert grown < 1024, f"server RSS grew {grown} KiB (flood {sent} B)"
+                # Another client is answered at once.
+                await other.send_all(b"\x03\x00")
+                with trio.fail_after(0.5):
+                    assert await other.receive_some(65536) == b"\x04\x00"
+                await log.wait_for(b": slow consumer: PONGs unread for 3 s")
+                await other.send_all(b"\x03\x00")
+                assert await other.receive_some(65536) == b"\x04\x00"
+                await flooder.aclose()
+                await other.aclose()
+            finally:
+                server.terminate()
+            assert await server.wait() == 0
         nursery.cancel_scope.cancel()

@@ -639,3 +639,60 @@ async def test_others_unaffected_by_a_slow_consumer(autojump_clock: Any) -> None
             assert trio.current_time() == sent  # no added latency
             await trio.sleep(1)
         nursery.cancel_scope.cancel()
+
+
+class DeafListener(MemoryListener):
+    """The client's bytes reach the server freely; the server's block until read."""
+
+    async def connect(self) -> Any:
+        to_server_send, to_server_receive = trio.testing.memory_stream_one_way_pair()
+        to_client_send, to_client_receive = trio.testing.lockstep_stream_one_way_pair()
+        server = trio.StapledStream(to_client_send, to_server_receive)
+        self.server_streams.append(server)
+        await self._send.send(server)
+        return trio.StapledStream(to_server_send, to_client_receive)
+
+
+async def test_ping_flood_without_reading_is_capped(autojump_clock: Any) -> None:
+    """A client that PINGs (on schedule, so no strikes) but never reads the PONGs:
+    the server holds one unsent PONG batch, stops reading, and drops the client
+    as a slow consumer at ``timeout``, while others are served on time."""
+    deaf_listener, listener = DeafListener(), MemoryListener()
+    reasons: list[tuple[float, DisconnectReason]] = []
+    conns: list[HeartbeatConnection] = []
+    dropped = trio.Event()
+
+    def on_disconnect(conn: HeartbeatConnection, reason: DisconnectReason) -> None:
+        reasons.append((trio.current_time(), reason))
+        dropped.set()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            partial(
+                serve_listeners, echo_upper, [deaf_listener, listener],
+                config=ServerConfig(timeout=10, min_interval=1),
+                on_connect=conns.append, on_disconnect=on_disconnect,
+            )
+        )  # fmt: skip
+        flooder = RawPeer(await deaf_listener.connect())
+        await flooder.hello()  # the last thing it ever reads
+        other = RawPeer(await listener.connect())
+        await other.hello()
+        start = trio.current_time()
+
+        async def flood() -> None:
+            while True:
+                await flooder.send(Ping(b"p" * 1000))
+                await trio.sleep(1)
+
+        nursery.start_soon(flood)
+        while not dropped.is_set():
+            sent = trio.current_time()
+            await other.send(Ping())
+            assert await other.receive() == Pong()
+            assert trio.current_time() == sent  # no added latency
+            await trio.sleep(1)
+        assert reasons == [(start + 10, DisconnectReason.SLOW_CONSUMER)]
+        # It read the first PING only: nothing more was buffered or answered.
+        assert conns[0].stats.pings_received == 1
+        nursery.cancel_scope.cancel()

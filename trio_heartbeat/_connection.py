@@ -193,6 +193,15 @@ def describe_peer(stream: trio.abc.Stream) -> str:
     return str(address) or "<unix socket>"
 
 
+def _pong_wire(out: list[bytes], empty: int) -> bytes:
+    """One read's PONGs as one write: ``out`` in order, then ``empty`` empty ones."""
+    if not out:
+        return _EMPTY_PONG if empty == 1 else _EMPTY_PONG * empty
+    if empty:
+        out.append(_EMPTY_PONG * empty)
+    return out[0] if len(out) == 1 else b"".join(out)
+
+
 class HeartbeatConnection:
     """A framed, heartbeat-aware connection over a ``trio.abc.Stream``.
 
@@ -222,6 +231,7 @@ class HeartbeatConnection:
         "_receive_done",
         "_receive_lot",
         "_received",
+        "_replying",
         "_rtt",
         "_send_interrupted",
         "_send_lock",
@@ -270,6 +280,9 @@ class HeartbeatConnection:
         self._receive_done = False
         self._reader_running = False
         self._reader_done_event: trio.Event | None = None
+        # The reader is inside a PONG send (still True if that send was cut):
+        # a kick that finds it so means the peer stopped reading, not talking.
+        self._replying = False
         # Server bookkeeping: the disconnect was logged and reported.
         self._finished = False
         self._cancel_scope: trio.CancelScope | None = None
@@ -483,8 +496,8 @@ class HeartbeatConnection:
         ``bounded`` sends (the application's DATA) are limited by the server's
         send timeout. The reader's PONGs need no such bound: while a PONG is
         stuck, the reader reads nothing, no frame moves the idle deadline, and
-        the peer is kicked at ``timeout``; and the heartbeat path stays free of
-        a cancel scope per send.
+        the server drops the peer as a slow consumer at ``timeout``; and the
+        heartbeat path stays free of a cancel scope per send.
         """
         # Sending stays possible after the peer's CLOSE (last replies), until
         # our own CLOSE is out or the stream is gone.
@@ -697,9 +710,11 @@ class HeartbeatConnection:
         received = self._received
         while True:
             # Decode every complete frame of this read before sending anything,
-            # so a burst of PINGs is answered with one send_all.
+            # so a burst of PINGs is answered with one send_all. Empty PONGs
+            # are only counted (one bytes multiplication at the end, not a
+            # list entry per PING); ``out`` holds PONGs with payloads, in order.
             out: list[bytes] = []
-            frames = 0
+            empty = pongs = frames = 0
             while (frame := decoder.next_frame()) is not None:
                 frames += 1
                 frame_class = type(frame)
@@ -711,9 +726,13 @@ class HeartbeatConnection:
                     stats.pings_received += 1
                     if self._min_ping_interval is not None:
                         self._count_ping_strike()
+                    pongs += 1
                     if self.pong_payload is None:
-                        out.append(_EMPTY_PONG)
+                        empty += 1
                     else:
+                        if empty:
+                            out.append(_EMPTY_PONG * empty)
+                            empty = 0
                         out.append(encode(Pong(self.pong_payload(frame.payload))))
                 elif frame_class is Pong:
                     assert isinstance(frame, Pong)
@@ -730,8 +749,8 @@ class HeartbeatConnection:
                             DisconnectReason.CLOSED_BY_PEER,
                         )
                     )
-                    if out:
-                        await self._send(b"".join(out), len(out))
+                    if pongs:
+                        await self._send(_pong_wire(out, empty), pongs)
                     return True
                 else:
                     raise RemoteProtocolError("unexpected HELLO after the handshake")
@@ -747,11 +766,11 @@ class HeartbeatConnection:
                     self._receive_lot.unpark_all()
                 if self._activity_lot:
                     self._activity_lot.unpark_all()
-                if out:
-                    stats.pongs_sent += len(out)
-                    await self._send(
-                        b"".join(out) if len(out) > 1 else out[0], len(out)
-                    )
+                if pongs:
+                    stats.pongs_sent += pongs
+                    self._replying = True
+                    await self._send(_pong_wire(out, empty), pongs)
+                    self._replying = False
             if decoder.eof:
                 self._set_closed(
                     _CloseInfo(

@@ -260,7 +260,18 @@ class _Server:
         conn._idle_timeout = None
         kicked = scope.cancelled_caught and not conn._cancel_requested
 
-        if kicked:
+        if kicked and conn._replying:
+            # The reader was stuck sending PONGs since the last frame it read:
+            # the client floods or stopped reading, and the send cut by the
+            # kick left a partial frame, so no CLOSE can follow.
+            conn._close_info = None
+            info = _CloseInfo(
+                None,
+                f"PONGs unread for {config.timeout:g} s: the peer stopped reading",
+                False,
+                DisconnectReason.SLOW_CONSUMER,
+            )
+        elif kicked:
             info = _CloseInfo(
                 CloseCode.HEARTBEAT_TIMEOUT,
                 f"no frame for {config.timeout:g} s",
