@@ -31,6 +31,8 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--timeout", "-1"]) == 2
     assert "timeout must be a positive number, not -1.0" in capsys.readouterr().err
     assert main(["connect", "--retries", "x"]) == 2
+    assert main(["connect", "--max-backoff", "0"]) == 2
+    assert "--max-backoff must be a positive number, not 0.0" in capsys.readouterr().err
     assert main([]) == 2
 
 
@@ -50,6 +52,7 @@ def test_help_lists_the_contract_flags(capsys: pytest.CaptureFixture[str]) -> No
         "--retries",
         "--retry-interval",
         "--reconnect",
+        "--max-backoff",
     ):
         assert flag in out
 

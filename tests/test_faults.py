@@ -119,6 +119,7 @@ class Pair:
 
     server: trio.Process
     server_log: Output
+    port: int
     client: trio.Process
     client_out: Output
 
@@ -131,8 +132,10 @@ async def _pair(
     assert pair.server.stdout is not None and pair.server.stderr is not None
     server_out, pair.server_log = Output(pair.server.stdout), Output(pair.server.stderr)
     await server_out.wait_for(b"\n")
-    port = server_out.data.decode().strip().rsplit(":", 1)[1]
-    pair.client = await _start(nursery, "connect", "--port", port, *connect_flags)
+    pair.port = int(server_out.data.decode().strip().rsplit(":", 1)[1])
+    pair.client = await _start(
+        nursery, "connect", "--port", str(pair.port), *connect_flags
+    )
     assert pair.client.stdin is not None and pair.client.stdout is not None
     pair.client_out = Output(pair.client.stdout)
     await pair.client.stdin.send_all(b"before\n")
@@ -246,4 +249,52 @@ async def test_ping_flood_without_reading_keeps_server_memory_flat() -> None:
             finally:
                 server.terminate()
             assert await server.wait() == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_server_restart_reconnects_within_backoff_and_loses_nothing() -> None:
+    """The server is killed and started again on its port. A `connect --reconnect
+    --max-backoff 1` client is back at most 1 s (its longest wait) after the new
+    server listens; lines typed during the outage and after the reconnect all
+    arrive, in order."""
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(60):
+            pair = await _pair(
+                nursery,
+                ["--log-level", "INFO"],
+                ["--reconnect", "--max-backoff", "1", "--log-level", "INFO"],
+            )
+            client = pair.client
+            assert client.stdin is not None and client.stderr is not None
+            client_log = Output(client.stderr)
+            server = pair.server
+            restarted: trio.Process | None = None
+            try:
+                server.kill()
+                await server.wait()
+                await client_log.wait_for(b"connection ended to 127.0.0.1")
+                during = [b"during %d" % i for i in range(20)]
+                await client.stdin.send_all(b"".join(line + b"\n" for line in during))
+                # Let it fail at least twice against the closed port.
+                await client_log.wait_for_count(b"could not connect to", 2)
+                restarted = await _start(
+                    nursery, "serve", "--port", str(pair.port), "--log-level", "INFO"
+                )
+                assert restarted.stdout is not None and restarted.stderr is not None
+                await Output(restarted.stdout).wait_for(b"\n")
+                up_at = time.monotonic()
+                await Output(restarted.stderr).wait_for(b"]: connect 127.0.0.1")
+                back_after = time.monotonic() - up_at
+                assert back_after <= 1 + 0.5, back_after
+                after = [b"after %d" % i for i in range(200)]
+                await client.stdin.send_all(b"".join(line + b"\n" for line in after))
+                expected = [b"BEFORE", *(line.upper() for line in [*during, *after])]
+                await pair.client_out.wait_for(expected[-1] + b"\n")
+                assert pair.client_out.data.split(b"\n")[:-1] == expected
+                await client.stdin.aclose()
+                assert await client.wait() == 0
+            finally:
+                server.kill()
+                if restarted is not None:
+                    restarted.terminate()
         nursery.cancel_scope.cancel()

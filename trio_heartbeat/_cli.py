@@ -206,6 +206,14 @@ def _build_parser() -> argparse.ArgumentParser:
         help="reconnect with backoff instead of exiting, until stdin ends",
     )
     connect.add_argument(
+        "--max-backoff",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="--reconnect: the longest wait between attempts; waits start at "
+        "up to 0.5 s and double per failure, with full jitter (default %(default)g)",
+    )
+    connect.add_argument(
         "--log-level", default="WARNING", type=str.upper, choices=log_levels
     )
     connect.add_argument(
@@ -493,7 +501,7 @@ async def _reconnect_loop(
         args.host,
         args.port,
         config=config,
-        backoff=Backoff(),
+        backoff=args.backoff,
         ssl_context=args.tls_context,
     )
     async with trio.open_nursery() as nursery:
@@ -568,7 +576,7 @@ async def _connect_seed(
     lines: trio.MemoryReceiveChannel[bytes],
 ) -> int:
     unsent: list[bytes] = []
-    backoff = Backoff()
+    backoff = args.backoff
     while True:
         try:
             await _seed_session(args, config, lines, unsent)
@@ -673,6 +681,11 @@ def main(
                 token=_read_token(args.token_file),
                 keepalive=_keepalive_from(args),
             )
+            if not args.max_backoff > 0:
+                raise ValueError(
+                    f"--max-backoff must be a positive number, not {args.max_backoff!r}"
+                )
+            args.backoff = Backoff(cap=args.max_backoff)
     except (ValueError, TypeError) as exc:
         parser.print_usage(sys.stderr)
         print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
