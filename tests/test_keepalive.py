@@ -1,4 +1,4 @@
-"""Kernel keepalive and TCP_USER_TIMEOUT: socket options, and real dead links."""
+"""Kernel keepalive and TCP_USER_TIMEOUT, and heartbeats, over real dead links."""
 
 from __future__ import annotations
 
@@ -251,3 +251,63 @@ async def test_user_timeout_breaks_a_link_with_data_in_flight(netns_pair: Any) -
 async def test_without_either_the_dead_link_stays_established(netns_pair: Any) -> None:
     report = await _dead_link(netns_pair, "none")
     assert report == "alive ESTABLISHED"
+
+
+async def _line_containing(lines: Lines, marker: str) -> str:
+    while marker not in (line := await lines.next()):
+        pass
+    return line
+
+
+async def test_heartbeats_detect_a_cut_link_on_both_sides(netns_pair: Any) -> None:
+    """`serve` and `connect` in two namespaces; the link is cut with no FIN or
+    RST. The client declares the server dead within interval + (retries + 1) x
+    retry_interval, the server kicks the client within its timeout."""
+    srv, cli, veth_s = netns_pair
+    env = {**os.environ, "PYTHONPATH": PROJECT}
+    run = partial(
+        trio.run_process,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        check=False, env=env,
+    )  # fmt: skip
+    module = [sys.executable, "-m", "trio_heartbeat"]
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                run, ["ip", "netns", "exec", srv, *module, "serve",
+                      "--host", SERVER_ADDR, "--port", "7000", "--timeout", "3",
+                      "--min-interval", "0.5", "--log-level", "INFO"]
+            )  # fmt: skip
+            assert (await Lines(server.stdout).next()).startswith("listening on")
+            client = await nursery.start(
+                run, ["ip", "netns", "exec", cli, *module, "connect", SERVER_ADDR,
+                      "--port", "7000", "--interval", "1", "--retries", "2",
+                      "--retry-interval", "0.5"]
+            )  # fmt: skip
+            await client.stdin.send_all(b"hello\n")
+            assert await Lines(client.stdout).next() == "HELLO"
+            server_log = Lines(server.stderr)
+            await _line_containing(server_log, "connect 169.254.213.2")
+            _ip("-n", srv, "link", "set", veth_s, "down")
+            cut_at = trio.current_time()
+
+            async def client_side() -> None:
+                assert await client.wait() == 3  # server declared dead
+                dead_after = trio.current_time() - cut_at
+                # Last send at most interval 1 s before the cut, then the
+                # first PING + 3 x 0.5 s: between 1.5 and 2.5 s after it.
+                assert 1.5 - 0.1 <= dead_after <= 2.5 + 0.5, dead_after
+                err = b""
+                while chunk := await client.stderr.receive_some(65536):
+                    err += chunk
+                assert err.endswith(
+                    b"\nserver declared dead: 3 PINGs unanswered over 1.5 s\n"
+                ), err
+
+            nursery.start_soon(client_side)
+            line = await _line_containing(server_log, "kick 169.254.213.2")
+            kicked_after = trio.current_time() - cut_at
+            assert "heartbeat timeout [CLOSE 1]: no frame for 3 s" in line
+            # Its last frame arrived at most 1 s (interval) before the cut.
+            assert 3 - 1 - 0.1 <= kicked_after <= 3 + 0.5, kicked_after
+            server.terminate()
