@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -340,3 +341,27 @@ def test_python_dash_m_entry_point() -> None:
     )
     assert result.returncode == 0
     assert b"serve" in result.stdout and b"connect" in result.stdout
+
+
+async def test_sigusr1_logs_a_status_line() -> None:
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            server: trio.Process = await nursery.start(
+                partial(
+                    trio.run_process,
+                    [PYTHON, "-m", "trio_heartbeat", "serve", "--port", "0"],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
+                )
+            )  # fmt: skip
+            assert server.stdout is not None and server.stderr is not None
+            await server.stdout.receive_some(4096)  # listening on ...
+            server.send_signal(signal.SIGUSR1)  # at once: no default-action death
+            log = b""
+            while (found := re.search(rb"status: ([^\n]*)\n", log)) is None:
+                log += await server.stderr.receive_some(4096)
+            status = found.group(1).decode()
+            names = [field.split("=")[0] for field in status.split()]
+            assert names == ["tasks", "fds", "rss_kib"]
+            assert all(int(field.split("=")[1]) > 0 for field in status.split())
+            server.terminate()
+            assert await server.wait() == 0

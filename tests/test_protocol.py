@@ -29,6 +29,8 @@ from trio_heartbeat import (
 )
 from trio_heartbeat._protocol import Frame
 
+from .fuzz_decoder import check, random_inputs
+
 
 def decode_all(
     data: bytes, *, eof: bool = True, max_frame_size: int = 1 << 20
@@ -162,6 +164,11 @@ def test_close_code_and_undecodable_reason() -> None:
         (b'\x01\x0f{"version":"1"}', InvalidHelloError, CloseCode.PROTOCOL_ERROR),
         (b'\x01\x10{"version":true}', InvalidHelloError, CloseCode.PROTOCOL_ERROR),
         (b'\x01\x0f{"version":1.5}', InvalidHelloError, CloseCode.PROTOCOL_ERROR),
+        (
+            b"\x01\xa0\x8d\x06" + b"[" * 100_000,
+            InvalidHelloError,
+            CloseCode.PROTOCOL_ERROR,
+        ),
     ],
 )
 def test_remote_errors_carry_close_code(
@@ -335,3 +342,33 @@ def test_hello_json_round_trip(extra: dict[str, object], version: int) -> None:
     (hello,) = decode_all(encode(Hello(fields)))
     assert isinstance(hello, Hello)
     assert dict(hello.fields) == json.loads(json.dumps(fields))
+
+
+# ------------------------------------------------------------ fuzzing (short runs)
+# The million-input runs are in test_slow.py; these keep the harness honest.
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=600))
+def test_fuzz_arbitrary_bytes_whole_and_byte_by_byte(data: bytes) -> None:
+    check(data)
+
+
+@settings(max_examples=300)
+@given(
+    limit=st.integers(0, 255),
+    frames=st.lists(frames_strategy, max_size=8),
+    cut=st.integers(min_value=0),
+    junk=st.binary(max_size=8),
+)
+def test_fuzz_damaged_frame_sequences(
+    limit: int, frames: list[Frame], cut: int, junk: bytes
+) -> None:
+    wire = b"".join(encode(f) for f in frames)
+    cut %= len(wire) + 1
+    check(bytes([limit]) + wire[:cut] + junk + wire[cut:])
+
+
+def test_fuzz_random_engine_short_run() -> None:
+    for data in random_inputs(5000, seed=1):
+        check(data)

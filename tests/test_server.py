@@ -141,6 +141,8 @@ async def test_slowloris_hello_is_cut_at_absolute_deadline(autojump_clock: Any) 
         (b'\x01\x20{"version":1,"interval":"fast"}', CloseCode.HANDSHAKE_FAILED),
         (b"\x01\x02[]", CloseCode.PROTOCOL_ERROR),
         (b"\x09\x00", CloseCode.PROTOCOL_ERROR),
+        # JSON nested past the parser's recursion limit (found by the fuzzer).
+        (b"\x01\xa0\x8d\x06" + b"[" * 100_000, CloseCode.PROTOCOL_ERROR),
     ],
 )
 async def test_bad_handshake(autojump_clock: Any, wire: bytes, code: CloseCode) -> None:
@@ -696,3 +698,36 @@ async def test_ping_flood_without_reading_is_capped(autojump_clock: Any) -> None
         # It read the first PING only: nothing more was buffered or answered.
         assert conns[0].stats.pings_received == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_internal_error_costs_one_connection_only(
+    autojump_clock: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from trio_heartbeat import _server
+
+    real_negotiate = _server.negotiate
+
+    def negotiate(request: Any, config: ServerConfig) -> Any:
+        if request.get("client_id") == "unlucky":
+            raise RuntimeError("a bug")
+        return real_negotiate(request, config)
+
+    monkeypatch.setattr(_server, "negotiate", negotiate)
+    async with running_server() as server:
+        good = await server.client()
+        unlucky = await server.connect()
+        await unlucky.send(Hello({"version": 1, "client_id": "unlucky"}))
+        assert await unlucky.receive() == Close(0, "server error")
+        await unlucky.expect_eof()
+        await good.send(Data(b"still here"))
+        assert await good.receive() == Data(b"STILL HERE")
+        later = await server.client()
+        await later.send(Data(b"new"))
+        assert await later.receive() == Data(b"NEW")
+        reasons = [r for kind, _, r in server.events if kind == "disconnect"]
+        assert reasons == [DisconnectReason.INTERNAL_ERROR]
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert record.getMessage().startswith("internal error on ")
+    assert record.exc_info is not None and str(record.exc_info[1]) == "a bug"

@@ -32,6 +32,7 @@ from ._legacy import (
     serve_legacy_listeners,
 )
 from ._server import serve_listeners
+from ._status import process_status
 from ._workers import (
     ReusePortUnavailable,
     check_reuse_port,
@@ -370,13 +371,22 @@ async def _serve(
         except OSError as exc:
             print(f"cannot listen on {host}:{port}: {exc}", file=sys.stderr)
             return EXIT_CONNECTION
-        for listener in listeners:
-            inner = getattr(listener, "transport_listener", listener)  # TLS
-            address = inner.socket.getsockname()
-            shown = f"[{address[0]}]" if ":" in address[0] else address[0]
-            print(f"listening on {shown}:{address[1]}", flush=True)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        # SIGUSR1 logs a status line (tasks, descriptors, memory) and goes on.
+        # The handlers are in place before "listening" is printed, so whoever
+        # waits for that line may signal at once.
+        status_signals = [signal.SIGUSR1] if hasattr(signal, "SIGUSR1") else []
+        with trio.open_signal_receiver(
+            signal.SIGINT, signal.SIGTERM, *status_signals
+        ) as signals:
+            for listener in listeners:
+                inner = getattr(listener, "transport_listener", listener)  # TLS
+                address = inner.socket.getsockname()
+                shown = f"[{address[0]}]" if ":" in address[0] else address[0]
+                print(f"listening on {shown}:{address[1]}", flush=True)
             async for signum in signals:
+                if signum in status_signals:
+                    logger.warning("status: %s", process_status())
+                    continue
                 logger.info(
                     "%s received: closing every connection", signal.Signals(signum).name
                 )

@@ -254,6 +254,10 @@ def _decode_hello(payload: bytes) -> Hello:
         fields = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidHelloError(f"HELLO payload is not UTF-8 JSON: {exc}") from None
+    except RecursionError:
+        # json's C parser recurses per nesting level: [[[[... from the peer
+        # must not escape as anything but a protocol error.
+        raise InvalidHelloError("HELLO payload nests too deeply") from None
     if not isinstance(fields, dict):
         raise InvalidHelloError("HELLO payload is not a JSON object")
     version = fields.get("version")

@@ -141,6 +141,23 @@ class _Server:
             self.per_ip[host] += 1
         try:
             await self._run(conn)
+        except Exception as exc:
+            # Never expected; but whatever one connection raises must cost that
+            # connection only, never the server and everyone else on it.
+            logger.error(
+                "internal error on %s",
+                conn.peer,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+            await self._finish(
+                conn,
+                _CloseInfo(
+                    CloseCode.NORMAL,
+                    "server error",
+                    False,
+                    DisconnectReason.INTERNAL_ERROR,
+                ),
+            )
         except BaseException as exc:
             cancelled, _ = _split_cancelled(exc)
             if cancelled:
