@@ -12,6 +12,8 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import os
+import sys
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -222,7 +224,6 @@ class HeartbeatConnection:
         "_close_sent",
         "_decoder",
         "_finished",
-        "_idle_timeout",
         "_last_ping_received",
         "_min_ping_interval",
         "_ping_resent",
@@ -289,8 +290,6 @@ class HeartbeatConnection:
         # Server bookkeeping: the disconnect was logged and reported.
         self._finished = False
         self._cancel_scope: trio.CancelScope | None = None
-        # Server: the idle deadline lives on _cancel_scope; each frame pushes it.
-        self._idle_timeout: float | None = None
         self._cancel_requested = False
         # Server: PINGs closer together than this are strikes (gRPC's
         # too_many_pings); more than MAX_PING_STRIKES in a row close with 4.
@@ -431,6 +430,37 @@ class HeartbeatConnection:
         self._receive_lot.unpark_all()
         if self._reader_done_event is not None:
             self._reader_done_event.set()
+
+    def _close_now(self, info: _CloseInfo) -> None:
+        """End the connection without waiting for anything (the server's kick).
+
+        Records ``info``; on a plain TCP socket whose send path is free, writes
+        CLOSE only if the kernel takes it at once, then closes the socket, which
+        wakes every task blocked on it. Other streams (TLS, in-memory) get their
+        CLOSE from the usual bounded async path when the connection finishes.
+        """
+        self._set_closed(info)
+        stream = self._stream
+        if type(stream) is not trio.SocketStream or sys.platform == "win32":
+            return
+        if (
+            info.code is not None
+            and not (self._close_sent or self._send_interrupted or self._stream_closed)
+            and not self._send_lock.locked()
+        ):
+            wire = encode(Close(info.code, info.reason[:200]))
+            self._close_sent = True
+            try:
+                # A non-blocking write: a few bytes fit unless the peer has
+                # stopped reading, and then it does not matter.
+                written = os.write(stream.socket.fileno(), wire)
+            except OSError:
+                written = 0
+            if written == len(wire):
+                self._count_sent(1, written)
+        self._mark_receive_done()
+        self._stream_closed = True
+        stream.socket.close()
 
     async def _shut_stream(self) -> None:
         self._mark_receive_done()
@@ -760,11 +790,6 @@ class HeartbeatConnection:
             if frames:
                 stats.frames_received += frames
                 stats.last_received = trio.current_time()
-                if self._idle_timeout is not None:
-                    assert self._cancel_scope is not None
-                    self._cancel_scope.deadline = (
-                        stats.last_received + self._idle_timeout
-                    )
                 if received and self._receive_lot:
                     self._receive_lot.unpark_all()
                 if self._activity_lot:

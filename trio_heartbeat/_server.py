@@ -1,9 +1,9 @@
-"""serve_tcp / serve_listeners: one nursery per connection under an idle deadline.
+"""serve_tcp / serve_listeners: one nursery per connection, one kicker per server.
 
 Each accepted stream goes through: the server-full check, the HELLO handshake
 under an absolute deadline, then a nursery holding the reader task and the
-application's handler, inside an :class:`IdleWatchdog` that every received frame
-pushes forward. However the connection ends, it ends with one CLOSE frame (when
+application's handler, which the server's :class:`Kicker` cancels when the client
+has been silent for ``timeout``. However the connection ends, it ends with one CLOSE frame (when
 the stream can still carry one), a closed stream, one log line and one
 ``on_disconnect`` call.
 """
@@ -32,6 +32,7 @@ from ._connection import (
     peer_host,
 )
 from ._keepalive import apply_keepalive
+from ._kicker import Kicker
 from ._protocol import CloseCode, RemoteProtocolError
 
 if sys.version_info < (3, 11):
@@ -98,6 +99,7 @@ class _Server:
         self.pong_payload = pong_payload
         self.enforce = enforcement_enabled(config)
         self.connections: set[HeartbeatConnection] = set()
+        self.kicker = Kicker(config.timeout, self._kick, self.connections)
         self.per_ip: collections.Counter[str] = collections.Counter()
 
     async def handle(self, stream: trio.abc.Stream) -> None:
@@ -173,6 +175,7 @@ class _Server:
             raise
         finally:
             self.connections.discard(conn)
+            self.kicker.connection_ended()
             if host is not None:
                 self.per_ip[host] -= 1
                 if not self.per_ip[host]:
@@ -243,19 +246,15 @@ class _Server:
         if self.on_connect is not None:
             self.on_connect(conn)
 
-        # The connection's nursery scope is also its idle deadline: every read
-        # that completes a frame moves it forward, and an expired deadline
-        # cancels the reader and the handler together. (One scope instead of
-        # a watchdog scope around the nursery: a CancelScope and its status
-        # cost ~0.7 KB, and per-connection memory is the server's product.)
+        # Idle deadlines are the kicker's (one task for the server): the reader
+        # only records when each frame came, and a kick cancels this nursery,
+        # the reader and the handler together.
         handler_error: BaseException | None = None
         async with trio.open_nursery() as nursery:
-            scope = nursery.cancel_scope
-            conn._cancel_scope = scope
+            conn._cancel_scope = nursery.cancel_scope
             if self.enforce:
-                conn._idle_timeout = config.timeout
                 conn._min_ping_interval = negotiated.min_interval
-                scope.deadline = trio.current_time() + config.timeout
+                self.kicker.watch(conn)
             nursery.start_soon(conn._run_reader)
             try:
                 await self.handler(conn)
@@ -274,28 +273,8 @@ class _Server:
                         raise only_cancelled from None
                     raise
             conn._cancel()
-        conn._idle_timeout = None
-        kicked = scope.cancelled_caught and not conn._cancel_requested
 
-        if kicked and conn._replying:
-            # The reader was stuck sending PONGs since the last frame it read:
-            # the client floods or stopped reading, and the send cut by the
-            # kick left a partial frame, so no CLOSE can follow.
-            conn._close_info = None
-            info = _CloseInfo(
-                None,
-                f"PONGs unread for {config.timeout:g} s: the peer stopped reading",
-                False,
-                DisconnectReason.SLOW_CONSUMER,
-            )
-        elif kicked:
-            info = _CloseInfo(
-                CloseCode.HEARTBEAT_TIMEOUT,
-                f"no frame for {config.timeout:g} s",
-                False,
-                DisconnectReason.HEARTBEAT_TIMEOUT,
-            )
-        elif handler_error is not None:
+        if handler_error is not None:
             info = _CloseInfo(
                 CloseCode.NORMAL,
                 "server error",
@@ -307,6 +286,29 @@ class _Server:
                 CloseCode.NORMAL, "", False, DisconnectReason.CLOSED_LOCALLY
             )
         await self._finish(conn, info)
+
+    def _kick(self, conn: HeartbeatConnection) -> None:
+        """The kicker found ``conn`` silent for ``timeout``: end it now."""
+        timeout = self.config.timeout
+        if conn._replying:
+            # The reader has been stuck sending PONGs since the last frame it
+            # read: the client floods or stopped reading. The send in progress
+            # may leave a partial frame, so no CLOSE can follow.
+            info = _CloseInfo(
+                None,
+                f"PONGs unread for {timeout:g} s: the peer stopped reading",
+                False,
+                DisconnectReason.SLOW_CONSUMER,
+            )
+        else:
+            info = _CloseInfo(
+                CloseCode.HEARTBEAT_TIMEOUT,
+                f"no frame for {timeout:g} s",
+                False,
+                DisconnectReason.HEARTBEAT_TIMEOUT,
+            )
+        conn._close_now(info)
+        conn._cancel()
 
     @staticmethod
     def _log_handler_error(
@@ -330,14 +332,17 @@ class _Server:
             return
         conn._finished = True
         already = conn._close_info
+        # Our CLOSE carries our first reason (a kick recorded by the kicker);
+        # after the peer's CLOSE it is the reply.
+        ours = already if already is not None and not already.by_peer else info
         try:
             conn._set_closed(info)
             if info.by_peer:
                 await conn._shut_stream()
             else:
                 await conn._send_close_and_shut(
-                    info.code if info.code is not None else CloseCode.NORMAL,
-                    info.reason,
+                    ours.code if ours.code is not None else CloseCode.NORMAL,
+                    ours.reason,
                 )
         finally:
             report = already or info
@@ -386,12 +391,21 @@ async def serve_listeners(
     )
     if not server.enforce:
         logger.warning("heartbeat enforcement is OFF: silent clients are never kicked")
-    await serve_accept_loop(
-        server.handle,
-        list(listeners),
-        handler_nursery=handler_nursery,
-        task_status=task_status,
-    )
+    async with trio.open_nursery() as nursery:
+        connections = handler_nursery or nursery
+        # The kicker lives where the connections do: with an outside
+        # handler_nursery they may outlast this call, and stay watched.
+        if server.enforce:
+            connections.start_soon(server.kicker.run)
+        try:
+            await serve_accept_loop(
+                server.handle,
+                list(listeners),
+                handler_nursery=connections,
+                task_status=task_status,
+            )
+        finally:
+            server.kicker.stop()
 
 
 async def serve_tcp(

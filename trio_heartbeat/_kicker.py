@@ -1,0 +1,87 @@
+"""One task per server enforces every connection's idle deadline, lazily.
+
+A read that brings a frame only stores its time (``stats.last_received``, one
+float). The kicker keeps a heap of *candidate* deadlines and sleeps until the
+earliest; when it wakes, a connection heard from since is pushed back at
+last frame + timeout, and a silent one is kicked there and then. Compared with
+moving a cancel-scope deadline on every read, the heartbeat path does no heap
+work at all, and each connection costs the kicker about one heap operation per
+timeout period. Kicking from one task also means that when a thousand clients
+fall silent together, their CLOSE frames are written in one go rather than
+after several scheduler rounds across every task involved.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Callable, Collection
+
+import trio
+
+from ._connection import HeartbeatConnection
+
+__all__ = ["Kicker"]
+
+
+class Kicker:
+    """Kicks connections silent for ``timeout`` seconds, via ``kick(conn)``.
+
+    ``live`` is the server's set of connections still being served: an entry
+    whose connection left it is dropped when it comes up. After :meth:`stop`,
+    :meth:`run` returns as soon as ``live`` is empty.
+    """
+
+    def __init__(
+        self,
+        timeout: float,
+        kick: Callable[[HeartbeatConnection], None],
+        live: Collection[HeartbeatConnection],
+    ) -> None:
+        self.timeout = timeout
+        self._kick = kick
+        self._live = live
+        self._heap: list[tuple[float, int, HeartbeatConnection]] = []
+        self._order = itertools.count()  # ties: no comparing connections
+        self._wakeup = trio.Event()
+        self._stopping = False
+
+    def watch(self, conn: HeartbeatConnection) -> None:
+        """Start watching ``conn``: kicked ``timeout`` after its last frame, or
+        after now if that is later (the handshake just finished)."""
+        deadline = trio.current_time() + self.timeout
+        heapq.heappush(self._heap, (deadline, next(self._order), conn))
+        # Every other entry is due no later (same timeout, earlier start), so
+        # only a kicker waiting on an empty heap needs waking.
+        if len(self._heap) == 1:
+            self._wakeup.set()
+
+    def stop(self) -> None:
+        """No new connections will come; end once the last one is gone."""
+        self._stopping = True
+        self._wakeup.set()
+
+    def connection_ended(self) -> None:
+        if self._stopping and not self._live:
+            self._wakeup.set()
+
+    async def run(self) -> None:
+        heap = self._heap
+        timeout = self.timeout
+        while True:
+            now = trio.current_time()
+            while heap and heap[0][0] <= now:
+                _, _, conn = heapq.heappop(heap)
+                if conn.closed or conn not in self._live:
+                    continue  # ending already, or gone
+                due = conn.stats.last_received + timeout
+                if due > now:
+                    heapq.heappush(heap, (due, next(self._order), conn))
+                else:
+                    self._kick(conn)
+            if self._stopping and not self._live:
+                return
+            self._wakeup = trio.Event()
+            with trio.move_on_at(heap[0][0] if heap else math.inf):
+                await self._wakeup.wait()
