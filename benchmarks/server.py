@@ -1,6 +1,6 @@
 """Server cost: memory per idle connection, idle CPU, CPU per heartbeat.
 
-Run: python benchmarks/server.py [--servers trio_heartbeat bare-trio] [--json F]
+Run: python benchmarks/server.py [--servers NAME ...] [--json F] [--rst F] [--svg F]
 
 For each server in turn: start it pinned to core 0 and drive it from this
 process (a Trio load generator) pinned to core 1. Server memory is VmRSS and
@@ -8,7 +8,12 @@ server CPU is utime + stime, both read from /proc/<pid>. The servers:
 
 * ``trio_heartbeat``: ``python -m trio_heartbeat serve --port 0``;
 * ``bare-trio``: benchmarks/bare_trio_server.py, the floor of what Trio can do
-  for the same protocol.
+  for the same protocol;
+* ``websockets-asyncio`` / ``websockets-trio``: benchmarks/websockets_server.py,
+  heartbeats being WebSocket PINGs (needs ``pip install websockets``);
+* ``seed-c``: the seed document's C++ epoll server from ../shared/reference,
+  built with g++, heartbeats being its ``HeartBeat`` / ``OK``;
+* ``trio_heartbeat-2-workers``: ``serve --workers 2``, not pinned.
 
 The machine's speed drifts, so compare the ratios printed at the end (taken in
 one run), not absolute figures across runs.
@@ -26,6 +31,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -33,6 +39,49 @@ from trio_heartbeat import FrameDecoder, Hello, encode
 
 HELLO = encode(Hello({"version": 1, "interval": 3600}))
 PING = b"\x03\x00"
+BENCHMARKS = Path(__file__).resolve().parent
+REFERENCE = BENCHMARKS.parent.parent / "shared" / "reference"
+WS_UPGRADE = (
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+class Protocol:
+    """How the load generator opens a connection and sends one heartbeat."""
+
+    def __init__(
+        self, name: str, ping: bytes, reply: int, pipeline: int, hello: bytes = b""
+    ) -> None:
+        self.name = name
+        self.ping = ping
+        self.reply = reply  # bytes of the answer to one heartbeat
+        self.pipeline = pipeline  # heartbeats in flight in the max-rate phase
+        self.hello = hello
+
+    async def handshake(self, stream: trio.SocketStream) -> None:
+        if self.name == "framed":
+            await stream.send_all(HELLO)
+            decoder = FrameDecoder()
+            while decoder.next_frame() is None:
+                decoder.receive_data(await stream.receive_some(65536))
+        elif self.name == "websocket":
+            await stream.send_all(WS_UPGRADE)
+            response = b""
+            while not response.endswith(b"\r\n\r\n"):
+                response += await stream.receive_some(1)
+            assert response.startswith(b"HTTP/1.1 101"), response
+
+
+PROTOCOLS = {
+    "framed": Protocol("framed", PING, 2, pipeline=4),
+    # A client PING: FIN + opcode 9, masked (all-zero key), no payload.
+    "websocket": Protocol("websocket", b"\x89\x80\0\0\0\0", 2, pipeline=4),
+    # The C server reads heartbeats with strcmp and edge-triggered epoll: one
+    # at a time, or it stalls.
+    "seed": Protocol("seed", b"HeartBeat", 9, pipeline=1),
+}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -71,6 +120,33 @@ def pin(cpu: int) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def build_seed_server(port: int) -> list[str]:
+    """Compile the seed's C++ server for ``port`` (its port is a macro)."""
+    import tempfile
+
+    out = Path(tempfile.mkdtemp(prefix="seed-server-")) / "seed_server"
+    subprocess.run(
+        ["g++", "-O2", "-pthread", f"-DSER_PORT={port}", "-DSERVER_TIMEOUT=3600",
+         "-o", str(out), str(REFERENCE / "seed_server.cpp")],
+        check=True,
+    )  # fmt: skip
+    return [str(out)]
+
+
+PROTOCOL_OF = {
+    "websockets-asyncio": "websocket",
+    "websockets-trio": "websocket",
+    "seed-c": "seed",
+}
 SERVERS = {
     # --min-interval 1e-6: the load generator PINGs far faster than any real
     # client (and pipelines them); ping strikes would close its connections.
@@ -79,6 +155,11 @@ SERVERS = {
                        "--log-level", "WARNING"],
     "bare-trio": [sys.executable, str(Path(__file__).with_name("bare_trio_server.py")),
                   "0"],
+    "websockets-asyncio": [sys.executable, str(BENCHMARKS / "websockets_server.py"),
+                           "asyncio", "0"],
+    "websockets-trio": [sys.executable, str(BENCHMARKS / "websockets_server.py"),
+                        "trio", "0"],
+    "seed-c": [],  # built per run: its port is a compile-time macro
     # Not pinned: its workers are meant to use both cores (and so compete with
     # the load generator on a 2-core machine).
     "trio_heartbeat-2-workers": [sys.executable, "-m", "trio_heartbeat", "serve",
@@ -89,6 +170,15 @@ UNPINNED = {"trio_heartbeat-2-workers"}
 
 
 def start_server(cmd: list[str], pinned: bool) -> tuple[subprocess.Popen[bytes], int]:
+    if not cmd:  # the seed's C server: a fixed port, and it prints per message
+        port = free_port()
+        process = subprocess.Popen(
+            build_seed_server(port),
+            stdout=subprocess.DEVNULL,
+            preexec_fn=(lambda: pin(0)) if pinned else None,
+        )
+        time.sleep(0.5)
+        return process, port
     process = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
@@ -101,8 +191,9 @@ def start_server(cmd: list[str], pinned: bool) -> tuple[subprocess.Popen[bytes],
 
 
 class LoadGenerator:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, protocol: Protocol) -> None:
         self.port = port
+        self.protocol = protocol
         self.streams: list[trio.SocketStream] = []
 
     async def connect(self, total: int) -> None:
@@ -110,10 +201,7 @@ class LoadGenerator:
 
         async def one() -> None:
             stream = await trio.open_tcp_stream("127.0.0.1", self.port)
-            await stream.send_all(HELLO)
-            decoder = FrameDecoder()
-            while decoder.next_frame() is None:
-                decoder.receive_data(await stream.receive_some(65536))
+            await self.protocol.handshake(stream)
             self.streams.append(stream)
 
         limit = trio.CapacityLimiter(200)
@@ -134,13 +222,17 @@ class LoadGenerator:
         start = trio.current_time() + 0.1
         end = start + seconds
 
+        ping, reply = self.protocol.ping, self.protocol.reply
+
         async def drive(index: int, stream: trio.SocketStream) -> None:
             next_at = start + index / rate
             while next_at < end:
                 await trio.sleep_until(next_at)
                 sent = trio.current_time()
-                await stream.send_all(PING)
-                await stream.receive_some(2)
+                await stream.send_all(ping)
+                need = reply
+                while need:
+                    need -= len(await stream.receive_some(need))
                 latencies.append(trio.current_time() - sent)
                 next_at += period
 
@@ -149,17 +241,18 @@ class LoadGenerator:
                 nursery.start_soon(drive, index, stream)
         return len(latencies), latencies
 
-    async def max_rate(self, seconds: float, pipeline: int = 4) -> float:
+    async def max_rate(self, seconds: float) -> float:
         """Each connection PINGs back-to-back (pipeline deep); return PONGs/s."""
         done = 0
         end = trio.current_time() + seconds
-        batch = PING * pipeline
+        pipeline = self.protocol.pipeline
+        batch = self.protocol.ping * pipeline
 
         async def hammer(stream: trio.SocketStream) -> None:
             nonlocal done
             while trio.current_time() < end:
                 await stream.send_all(batch)
-                need = 2 * pipeline
+                need = self.protocol.reply * pipeline
                 while need:
                     need -= len(await stream.receive_some(need))
                 done += pipeline
@@ -178,12 +271,13 @@ class LoadGenerator:
 
 async def measure(args: argparse.Namespace, name: str) -> dict[str, object]:
     process, port = start_server(SERVERS[name], name not in UNPINNED)
+    protocol = PROTOCOLS[PROTOCOL_OF.get(name, "framed")]
     results: dict[str, object] = {"server": name}
     try:
         await trio.sleep(0.5)
         base = rss_kb(process.pid)
         results["rss_base_kb"] = base
-        load = LoadGenerator(port)
+        load = LoadGenerator(port, protocol)
         per_conn: dict[str, float] = {}
         for n in sorted(args.connections):
             await load.connect(n)
@@ -199,7 +293,7 @@ async def measure(args: argparse.Namespace, name: str) -> dict[str, object]:
 
         # Heartbeat cost: at most 1,000 connections share the rate.
         hb_streams = load.streams[: args.heartbeat_connections]
-        driver = LoadGenerator(port)
+        driver = LoadGenerator(port, protocol)
         driver.streams = hb_streams
         before = cpu_seconds(process.pid)
         count, latencies = await driver.heartbeats(args.rate, args.heartbeat_seconds)
@@ -248,6 +342,8 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3, help="median of N rounds")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--rst", help="also write a reStructuredText table here")
+    parser.add_argument("--svg", help="also draw a bar chart (SVG) here")
     parser.add_argument(
         "--servers",
         nargs="+",
@@ -272,27 +368,105 @@ def main() -> None:
     runs = [median_of(rounds[name]) for name in args.servers]
     keys = list(runs[0])
     width = max(len(k) for k in keys)
-    print(f"{'':<{width}}  " + "  ".join(f"{r['server']!s:>16}" for r in runs[:]))
+    print(f"{'':<{width}}  " + "  ".join(f"{r['server']!s:>18}" for r in runs[:]))
     for key in keys[1:]:
-        print(f"{key:<{width}}  " + "  ".join(f"{r[key]!s:>16}" for r in runs))
-    floor = next((r for r in runs if r["server"] == "bare-trio"), None)
-    ours = next((r for r in runs if r["server"] == "trio_heartbeat"), None)
-    if floor and ours:
-        print("\ntrio_heartbeat / bare-trio:")
-        for key in ("cpu_us_per_heartbeat", "max_heartbeats_per_s"):
-            print(f"  {key}: {float(ours[key]) / float(floor[key]):.2f}x")  # type: ignore[arg-type]
-        for n, kb in ours["kb_per_idle_connection"].items():  # type: ignore[attr-defined]
-            base = floor["kb_per_idle_connection"][n]  # type: ignore[index]
-            print(f"  kb_per_idle_connection at {n}: {kb} vs {base} ({kb / base:.2f}x)")
-    workers = next((r for r in runs if r["server"] == "trio_heartbeat-2-workers"), None)
-    if workers and ours:
-        ratio = float(workers["max_heartbeats_per_s"]) / float(
-            ours["max_heartbeats_per_s"]
-        )  # type: ignore[arg-type]
-        print(f"  2 workers / 1 worker, max_heartbeats_per_s: {ratio:.2f}x")
+        print(f"{key:<{width}}  " + "  ".join(f"{r[key]!s:>18}" for r in runs))
+    ratios = ratios_of(runs)
+    for line in ratios:
+        print(line)
     if args.json:
         with open(args.json, "w") as out:
-            json.dump(runs, out, indent=2)
+            json.dump({"runs": runs, "ratios": ratios}, out, indent=2)
+    if args.rst:
+        Path(args.rst).write_text(rst_table(runs))
+    if args.svg:
+        Path(args.svg).write_text(svg_chart(runs))
+
+
+def _by_name(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {str(r["server"]): r for r in runs}
+
+
+def ratios_of(runs: list[dict[str, Any]]) -> list[str]:
+    """trio_heartbeat against the bare Trio floor and websockets, same run."""
+    by = _by_name(runs)
+    ours = by.get("trio_heartbeat")
+    lines: list[str] = []
+    if ours is None:
+        return lines
+    for other in ("bare-trio", "websockets-trio", "websockets-asyncio", "seed-c"):
+        if other not in by:
+            continue
+        them = by[other]
+        lines.append(f"trio_heartbeat / {other}:")
+        for key in ("cpu_us_per_heartbeat", "max_heartbeats_per_s"):
+            lines.append(f"  {key}: {float(ours[key]) / float(them[key]):.2f}x")
+        for n, kb in ours["kb_per_idle_connection"].items():
+            base = them["kb_per_idle_connection"][n]
+            ratio = f"{kb / base:.2f}x" if base > 0 else "-"
+            lines.append(f"  kb_per_idle_connection at {n}: {kb} vs {base} ({ratio})")
+    workers = by.get("trio_heartbeat-2-workers")
+    if workers is not None:
+        ratio = float(workers["max_heartbeats_per_s"]) / float(
+            ours["max_heartbeats_per_s"]
+        )
+        lines.append(f"2 workers / 1 worker, max_heartbeats_per_s: {ratio:.2f}x")
+    return lines
+
+
+COLUMNS = [
+    ("KB/idle conn, 1k", lambda r: r["kb_per_idle_connection"].get("1000", "")),
+    ("KB/idle conn, 10k", lambda r: r["kb_per_idle_connection"].get("10000", "")),
+    ("idle CPU %", lambda r: next(v for k, v in r.items() if k.startswith("idle_"))),
+    ("CPU µs/heartbeat", lambda r: r["cpu_us_per_heartbeat"]),
+    ("p99 ms at 2k/s", lambda r: r["latency_p99_ms"]),
+    ("max heartbeats/s", lambda r: r["max_heartbeats_per_s"]),
+]
+
+
+def rst_table(runs: list[dict[str, Any]]) -> str:
+    lines = [".. list-table::", "   :header-rows: 1", ""]
+    lines.append("   * - server")
+    lines += [f"     - {title}" for title, _ in COLUMNS]
+    for run in runs:
+        lines.append(f"   * - {run['server']}")
+        lines += [f"     - {get(run)}" for _, get in COLUMNS]
+    return "\n".join(lines) + "\n"
+
+
+def svg_chart(runs: list[dict[str, Any]]) -> str:
+    """Two bar charts side by side: CPU per heartbeat and memory per connection."""
+    panels = [
+        ("server CPU per heartbeat (µs)", lambda r: float(r["cpu_us_per_heartbeat"])),
+        (
+            "memory per idle connection at 10k (KB)",
+            lambda r: float(r["kb_per_idle_connection"].get("10000", 0)),
+        ),
+    ]
+    bar_h, gap, label_w, panel_w = 18, 6, 190, 260
+    height = 40 + len(runs) * (bar_h + gap)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + 2 * panel_w + 40}"'
+        f' height="{height}" font-family="sans-serif" font-size="12">'
+    ]
+    for p, (title, get) in enumerate(panels):
+        x0 = label_w + p * (panel_w + 20)
+        top = max(get(r) for r in runs) or 1.0
+        parts.append(f'<text x="{x0}" y="16" font-weight="bold">{title}</text>')
+        for i, run in enumerate(runs):
+            y = 30 + i * (bar_h + gap)
+            if p == 0:
+                parts.append(f'<text x="4" y="{y + 13}">{run["server"]}</text>')
+            value = get(run)
+            w = max(1.0, (panel_w - 60) * value / top)
+            color = "#2a7ab8" if run["server"] == "trio_heartbeat" else "#9aa5b1"
+            parts.append(
+                f'<rect x="{x0}" y="{y}" width="{w:.1f}" height="{bar_h}"'
+                f' fill="{color}"/>'
+            )
+            parts.append(f'<text x="{x0 + w + 4:.1f}" y="{y + 13}">{value:g}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
 
 
 if __name__ == "__main__":

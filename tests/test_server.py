@@ -24,6 +24,8 @@ from trio_heartbeat import (
     Ping,
     Pong,
     ServerConfig,
+    encode,
+    per_message,
     serve_listeners,
 )
 
@@ -741,3 +743,70 @@ async def test_internal_error_costs_one_connection_only(
     (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
     assert record.getMessage().startswith("internal error on ")
     assert record.exc_info is not None and str(record.exc_info[1]) == "a bug"
+
+
+# ------------------------------------------------------------ per-message handlers
+
+
+@per_message
+async def shout(conn: HeartbeatConnection, data: bytes) -> None:
+    if data == b"boom":
+        raise ValueError("boom")
+    if data == b"receive":
+        await conn.receive()
+    await conn.send(data.upper())
+
+
+async def test_per_message_handler_answers_in_order_in_one_task(
+    autojump_clock: Any,
+) -> None:
+    async with running_server(shout) as server:
+        peer = await server.client()
+        await peer.send_bytes(encode(Data(b"a")) + encode(Ping()) + encode(Data(b"b")))
+        # This read's PONGs go first, then each DATA's reply, in order.
+        assert [await peer.receive() for _ in range(3)] == [
+            Pong(), Data(b"A"), Data(b"B"),
+        ]  # fmt: skip
+        # Only the connection's own task runs beside the kicker.
+        assert len(server.handler_nursery.child_tasks) == 2
+        await peer.send(Data(b"last"))
+        await peer.send(Close(0, ""))
+        assert await peer.receive() == Data(b"LAST")
+        assert await peer.receive() == Close(0, "")
+        await peer.expect_eof()
+        await trio.testing.wait_all_tasks_blocked()
+        assert server_tasks(server) == ["Kicker.run"]
+        assert server.events[-1][2] is DisconnectReason.CLOSED_BY_PEER
+
+
+async def test_per_message_silent_client_is_kicked(autojump_clock: Any) -> None:
+    async with running_server(shout) as server:
+        peer = await server.client()
+        start = trio.current_time()
+        assert await peer.receive() == Close(1, "no frame for 60 s")
+        assert trio.current_time() - start == 60
+        await peer.expect_eof()
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [(b"boom", "ValueError: boom"), (b"receive", "RuntimeError: this connection")],
+)
+async def test_per_message_handler_error_ends_its_connection_only(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture, message: bytes, error: str
+) -> None:
+    async with running_server(shout) as server:
+        other = await server.client()
+        peer = await server.client()
+        await peer.send(Data(message))
+        assert await peer.receive() == Close(0, "server error")
+        await peer.expect_eof()
+        await other.send(Data(b"fine"))
+        assert await other.receive() == Data(b"FINE")
+        reasons = [r for kind, _, r in server.events if kind == "disconnect"]
+        assert reasons == [DisconnectReason.HANDLER_ERROR]
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert record.exc_info is not None
+    assert f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}".startswith(
+        error
+    )

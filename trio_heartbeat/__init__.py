@@ -56,6 +56,8 @@ from ._protocol import VarintTooLongError as VarintTooLongError
 from ._protocol import encode as encode
 from ._rtt import RttEstimator as RttEstimator
 from ._server import DISABLE_ENV_VAR as DISABLE_ENV_VAR
+from ._server import PerMessage as PerMessage
+from ._server import per_message as per_message
 from ._server import serve_listeners as serve_listeners
 from ._server import serve_tcp as serve_tcp
 
@@ -89,6 +91,7 @@ __all__ = [
     "LegacyHeartbeatTimeout",
     "LocalProtocolError",
     "Negotiated",
+    "PerMessage",
     "Ping",
     "Pong",
     "ProtocolError",
@@ -106,6 +109,7 @@ __all__ = [
     "negotiate",
     "open_connection",
     "open_legacy_connection",
+    "per_message",
     "reconnecting",
     "serve_legacy_listeners",
     "serve_legacy_tcp",

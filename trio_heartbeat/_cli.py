@@ -31,7 +31,7 @@ from ._legacy import (
     open_legacy_connection,
     serve_legacy_listeners,
 )
-from ._server import serve_listeners
+from ._server import per_message, serve_listeners
 from ._status import process_status
 from ._workers import (
     ReusePortUnavailable,
@@ -337,10 +337,13 @@ def _setup_logging(level: str) -> None:
 # ------------------------------------------------------------ serve
 
 
-async def echo_upper(conn: HeartbeatConnection) -> None:
-    """The sources' demo application: answer each DATA upper-cased."""
-    async for data in conn:
-        await conn.send(data.upper())
+@per_message
+async def echo_upper(conn: HeartbeatConnection, data: bytes) -> None:
+    """The sources' demo application: answer each DATA upper-cased.
+
+    Per message, so the server runs one task per connection.
+    """
+    await conn.send(data.upper())
 
 
 async def _serve(

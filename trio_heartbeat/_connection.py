@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import attrs
@@ -226,6 +226,7 @@ class HeartbeatConnection:
         "_finished",
         "_last_ping_received",
         "_min_ping_interval",
+        "_on_data",
         "_ping_resent",
         "_ping_sent_at",
         "_ping_strikes",
@@ -238,8 +239,9 @@ class HeartbeatConnection:
         "_replying",
         "_rtt",
         "_send_interrupted",
-        "_send_lock",
         "_send_timeout",
+        "_send_waiters",
+        "_sending",
         "_space_lot",
         "_stream",
         "_stream_closed",
@@ -268,9 +270,12 @@ class HeartbeatConnection:
         # Per-connection memory is the product on a server holding many idle
         # connections: the queue is a plain list (at most receive_buffer items),
         # and what only some connections need is created on first use.
-        self._send_lock = trio.StrictFIFOLock()
+        # The send path's lock: a flag, and a FIFO queue only once two senders
+        # ever meet (sends are almost never contended).
+        self._sending = False
+        self._send_waiters: trio.lowlevel.ParkingLot | None = None
         self._received: list[bytes] = []
-        self._receive_lot = trio.lowlevel.ParkingLot()
+        self._receive_lot: trio.lowlevel.ParkingLot | None = None
         self._space_lot: trio.lowlevel.ParkingLot | None = None
         self._activity_lot: trio.lowlevel.ParkingLot | None = None
         self._receive_buffer = receive_buffer
@@ -291,6 +296,10 @@ class HeartbeatConnection:
         self._finished = False
         self._cancel_scope: trio.CancelScope | None = None
         self._cancel_requested = False
+        # Server, per-message handlers: the reader delivers each DATA here.
+        self._on_data: (
+            Callable[[HeartbeatConnection, bytes], Awaitable[object]] | None
+        ) = None
         # Server: PINGs closer together than this are strikes (gRPC's
         # too_many_pings); more than MAX_PING_STRIKES in a row close with 4.
         self._min_ping_interval: float | None = None
@@ -355,6 +364,11 @@ class HeartbeatConnection:
         Data that arrived before the connection closed is still returned; after
         that it raises :class:`ConnectionClosed` with the reason.
         """
+        if self._on_data is not None:
+            raise RuntimeError(
+                "this connection's DATA goes to its per-message handler; "
+                "receive() is for connection handlers"
+            )
         while True:
             if self._received:
                 data = self._received.pop(0)
@@ -363,6 +377,8 @@ class HeartbeatConnection:
                 return data
             if self._receive_done:
                 raise self._closed_error()
+            if self._receive_lot is None:
+                self._receive_lot = trio.lowlevel.ParkingLot()
             await self._receive_lot.park()
 
     def __aiter__(self) -> HeartbeatConnection:
@@ -409,7 +425,8 @@ class HeartbeatConnection:
     def _set_closed(self, info: _CloseInfo) -> None:
         if self._close_info is None:
             self._close_info = info
-        self._receive_lot.unpark_all()
+        if self._receive_lot is not None:
+            self._receive_lot.unpark_all()
         if self._activity_lot is not None:
             self._activity_lot.unpark_all()
         if self._space_lot is not None:
@@ -427,7 +444,8 @@ class HeartbeatConnection:
 
     def _mark_receive_done(self) -> None:
         self._receive_done = True
-        self._receive_lot.unpark_all()
+        if self._receive_lot is not None:
+            self._receive_lot.unpark_all()
         if self._reader_done_event is not None:
             self._reader_done_event.set()
 
@@ -446,7 +464,7 @@ class HeartbeatConnection:
         if (
             info.code is not None
             and not (self._close_sent or self._send_interrupted or self._stream_closed)
-            and not self._send_lock.locked()
+            and not self._sending
         ):
             wire = encode(Close(info.code, info.reason[:200]))
             self._close_sent = True
@@ -486,11 +504,7 @@ class HeartbeatConnection:
         self._close_sent = True
         wire = encode(Close(code, reason[:200]))
         with trio.move_on_after(self.close_timeout, shield=True):
-            lock = self._send_lock
-            try:
-                lock.acquire_nowait()  # as in _send: no extra scheduler round trip
-            except trio.WouldBlock:
-                await lock.acquire()
+            await self._acquire_send()
             try:
                 if self._send_interrupted or self._stream_closed:
                     return
@@ -500,7 +514,25 @@ class HeartbeatConnection:
                     return
                 self._count_sent(1, len(wire))
             finally:
-                lock.release()
+                self._release_send()
+
+    async def _acquire_send(self) -> None:
+        """Take the send path, first come first served.
+
+        Uncontended (the usual case) this is a flag store, without the
+        scheduler round trip of a lock; send_all is a checkpoint anyway.
+        """
+        if not self._sending:
+            self._sending = True
+            return
+        if self._send_waiters is None:
+            self._send_waiters = trio.lowlevel.ParkingLot()
+        await self._send_waiters.park()  # woken owning it: see _release_send
+
+    def _release_send(self) -> None:
+        waiters = self._send_waiters
+        if not (waiters and waiters.unpark(count=1)):
+            self._sending = False  # nobody waiting; else handed over as is
 
     async def _send_close_and_shut(self, code: int, reason: str) -> None:
         """Send CLOSE (bounded, shielded), then close the stream whatever happens."""
@@ -536,13 +568,7 @@ class HeartbeatConnection:
         # our own CLOSE is out or the stream is gone.
         if self._close_sent or self._stream_closed or self._send_interrupted:
             raise self._closed_error()
-        # Uncontended (the usual case): take the lock without the scheduler
-        # round trip of `async with lock`; send_all is a checkpoint anyway.
-        lock = self._send_lock
-        try:
-            lock.acquire_nowait()
-        except trio.WouldBlock:
-            await lock.acquire()
+        await self._acquire_send()
         try:
             if self._close_sent or self._stream_closed or self._send_interrupted:
                 raise self._closed_error()
@@ -576,7 +602,7 @@ class HeartbeatConnection:
                 raise
             self._count_sent(frames, len(wire))
         finally:
-            lock.release()
+            self._release_send()
 
     async def _send_bounded(self, wire: bytes) -> None:
         timeout = self._send_timeout
@@ -729,7 +755,7 @@ class HeartbeatConnection:
         finally:
             self._reader_running = False
             self._mark_receive_done()
-        if peer_closed and self._cancel_scope is not None:
+        if peer_closed and self._cancel_scope is not None and self._on_data is None:
             while self._received:
                 await self._wait_space()
             await trio.sleep(self.close_timeout)
@@ -784,6 +810,8 @@ class HeartbeatConnection:
                     )
                     if pongs:
                         await self._send(_pong_wire(out, empty), pongs)
+                    if self._on_data is not None:
+                        await self._deliver()
                     return True
                 else:
                     raise RemoteProtocolError("unexpected HELLO after the handshake")
@@ -799,6 +827,8 @@ class HeartbeatConnection:
                     self._replying = True
                     await self._send(_pong_wire(out, empty), pongs)
                     self._replying = False
+                if received and self._on_data is not None:
+                    await self._deliver()
             if decoder.eof:
                 self._set_closed(
                     _CloseInfo(
@@ -827,6 +857,14 @@ class HeartbeatConnection:
                 return True
             stats.bytes_received += len(data)
             decoder.receive_data(data)
+
+    async def _deliver(self) -> None:
+        """Per-message handlers: hand this read's DATA over, in order."""
+        on_data = self._on_data
+        assert on_data is not None
+        received = self._received
+        while received:
+            await on_data(self, received.pop(0))
 
     def _pong_received(self, payload: bytes) -> None:
         self.stats.pongs_received += 1

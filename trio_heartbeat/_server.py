@@ -2,9 +2,10 @@
 
 Each accepted stream goes through: the server-full check, the HELLO handshake
 under an absolute deadline, then a nursery holding the reader task and the
-application's handler, which the server's :class:`Kicker` cancels when the client
-has been silent for ``timeout``. However the connection ends, it ends with one CLOSE frame (when
-the stream can still carry one), a closed stream, one log line and one
+application's handler (or the reader alone, calling a per-message handler), which
+the server's :class:`Kicker` cancels when the client has been silent for
+``timeout``. However the connection ends, it ends with one CLOSE frame (when the
+stream can still carry one), a closed stream, one log line and one
 ``on_disconnect`` call.
 """
 
@@ -20,10 +21,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, NoReturn
 
+import attrs
 import trio
 
 from ._accept import serve_accept_loop
-from ._config import HandshakeError, ServerConfig, negotiate
+from ._config import HandshakeError, Negotiated, ServerConfig, negotiate
 from ._connection import (
     ConnectionClosed,
     DisconnectReason,
@@ -38,14 +40,55 @@ from ._protocol import CloseCode, RemoteProtocolError
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["DISABLE_ENV_VAR", "serve_listeners", "serve_tcp"]
+__all__ = [
+    "DISABLE_ENV_VAR",
+    "PerMessage",
+    "per_message",
+    "serve_listeners",
+    "serve_tcp",
+]
 
 logger = logging.getLogger("trio_heartbeat.server")
 
 #: Set to ``1`` to switch heartbeat enforcement off (PINGs are still answered).
 DISABLE_ENV_VAR = "TRIO_HEARTBEAT_DISABLE"
 
-Handler = Callable[[HeartbeatConnection], Awaitable[object]]
+MessageHandler = Callable[[HeartbeatConnection, bytes], Awaitable[object]]
+
+
+@attrs.frozen
+class PerMessage:
+    """A handler called once per DATA payload, from the connection's reader task.
+
+    Made by :func:`per_message`. The server then runs one task per connection
+    instead of two (the reader and a long-lived handler), which is the smaller
+    and faster server when the application reacts to each message on its own:
+    echo, request/reply, pub/sub fan-in. While the handler awaits, that
+    connection reads nothing more (so its PINGs wait too): keep it short, or
+    hand long work to a task of your own.
+    """
+
+    on_data: MessageHandler
+
+
+def per_message(on_data: MessageHandler) -> PerMessage:
+    """Mark ``on_data(conn, payload)`` as a per-message handler for the server.
+
+    ::
+
+        @trio_heartbeat.per_message
+        async def echo(conn, data):
+            await conn.send(data.upper())
+
+        await trio_heartbeat.serve_tcp(echo, 5005)
+
+    DATA is delivered in order; a handler that raises ends its connection
+    (logged, CLOSE 0 "server error") as a connection handler would.
+    """
+    return PerMessage(on_data)
+
+
+Handler = Callable[[HeartbeatConnection], Awaitable[object]] | PerMessage
 ConnectHook = Callable[[HeartbeatConnection], object]
 DisconnectHook = Callable[[HeartbeatConnection, DisconnectReason], object]
 PongPayload = Callable[[HeartbeatConnection, bytes], bytes]
@@ -182,7 +225,12 @@ class _Server:
                     del self.per_ip[host]
             await conn._shut_stream()
 
-    async def _run(self, conn: HeartbeatConnection) -> None:
+    async def _handshake(self, conn: HeartbeatConnection) -> Negotiated | None:
+        """HELLO in, HELLO out; None if the connection ended (and was finished).
+
+        Its own frame, so that the HELLO and the handshake's scope are freed
+        before the connection settles in for hours.
+        """
         config = self.config
         # The handshake deadline is absolute: trickling bytes does not extend it.
         with trio.move_on_after(config.handshake_timeout) as handshake_scope:
@@ -203,7 +251,7 @@ class _Server:
                         exc.code, str(exc), False, DisconnectReason.PROTOCOL_ERROR
                     ),
                 )
-                return
+                return None
             except HandshakeError as exc:
                 await self._finish(
                     conn,
@@ -214,13 +262,13 @@ class _Server:
                         DisconnectReason.HANDSHAKE_FAILED,
                     ),
                 )
-                return
+                return None
             except ConnectionClosed as exc:
                 await self._finish(
                     conn,
                     _CloseInfo(exc.code, exc.reason, True, exc.disconnect_reason),
                 )
-                return
+                return None
             conn.negotiated = negotiated
             try:
                 await conn._send_hello(negotiated.to_hello())
@@ -229,7 +277,7 @@ class _Server:
                     conn,
                     _CloseInfo(exc.code, exc.reason, True, exc.disconnect_reason),
                 )
-                return
+                return None
         if handshake_scope.cancelled_caught:
             await self._finish(
                 conn,
@@ -240,8 +288,13 @@ class _Server:
                     DisconnectReason.HANDSHAKE_FAILED,
                 ),
             )
-            return
+            return None
+        return negotiated
 
+    async def _run(self, conn: HeartbeatConnection) -> None:
+        negotiated = await self._handshake(conn)
+        if negotiated is None:
+            return
         logger.info("connect %s (interval %g s)", conn.peer, negotiated.interval)
         if self.on_connect is not None:
             self.on_connect(conn)
@@ -250,29 +303,32 @@ class _Server:
         # only records when each frame came, and a kick cancels this nursery,
         # the reader and the handler together.
         handler_error: BaseException | None = None
-        async with trio.open_nursery() as nursery:
-            conn._cancel_scope = nursery.cancel_scope
-            if self.enforce:
-                conn._min_ping_interval = negotiated.min_interval
-                self.kicker.watch(conn)
-            nursery.start_soon(conn._run_reader)
-            try:
-                await self.handler(conn)
-            except BaseException as exc:
-                # A ConnectionClosed escaping the handler is the normal way for
-                # it to learn the peer left; anything else is a bug of the
-                # handler, logged here so that it cannot take the server down.
-                cancelled, rest = _split_cancelled(exc)
-                if not _only_connection_closed(rest):
-                    handler_error = rest
-                    self._log_handler_error(conn, rest)
-                if cancelled:
-                    if isinstance(exc, BaseExceptionGroup):
-                        only_cancelled, _ = exc.split(trio.Cancelled)
-                        assert only_cancelled is not None
-                        raise only_cancelled from None
-                    raise
-            conn._cancel()
+        handler = self.handler
+        if self.enforce:
+            conn._min_ping_interval = negotiated.min_interval
+        if isinstance(handler, PerMessage):
+            # One task: the reader calls the handler for each DATA itself, so
+            # a plain cancel scope is all a kick needs to cancel.
+            conn._on_data = handler.on_data
+            with trio.CancelScope() as scope:
+                conn._cancel_scope = scope
+                if self.enforce:
+                    self.kicker.watch(conn)
+                try:
+                    await conn._run_reader()
+                except BaseException as exc:
+                    handler_error = self._handler_failed(conn, exc)
+        else:
+            async with trio.open_nursery() as nursery:
+                conn._cancel_scope = nursery.cancel_scope
+                if self.enforce:
+                    self.kicker.watch(conn)
+                nursery.start_soon(conn._run_reader)
+                try:
+                    await handler(conn)
+                except BaseException as exc:
+                    handler_error = self._handler_failed(conn, exc)
+                conn._cancel()
 
         if handler_error is not None:
             info = _CloseInfo(
@@ -286,6 +342,28 @@ class _Server:
                 CloseCode.NORMAL, "", False, DisconnectReason.CLOSED_LOCALLY
             )
         await self._finish(conn, info)
+
+    def _handler_failed(
+        self, conn: HeartbeatConnection, exc: BaseException
+    ) -> BaseException | None:
+        """Sort out what escaped the handler; returns the handler's own error.
+
+        A ConnectionClosed is the normal way for a handler to learn the peer
+        left; anything else is a bug of the handler, logged here so that it
+        cannot take the server down. Cancellation is re-raised.
+        """
+        cancelled, rest = _split_cancelled(exc)
+        error = None
+        if not _only_connection_closed(rest):
+            error = rest
+            self._log_handler_error(conn, rest)
+        if cancelled:
+            if isinstance(exc, BaseExceptionGroup):
+                only_cancelled, _ = exc.split(trio.Cancelled)
+                assert only_cancelled is not None
+                raise only_cancelled from None
+            raise exc
+        return error
 
     def _kick(self, conn: HeartbeatConnection) -> None:
         """The kicker found ``conn`` silent for ``timeout``: end it now."""
