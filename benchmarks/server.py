@@ -48,17 +48,58 @@ WS_UPGRADE = (
 )
 
 
+class ReplyCounter:
+    def feed(self, data: bytes) -> int:
+        """Take received bytes; return how many heartbeat answers they completed."""
+        raise NotImplementedError
+
+
+class ByteCounter(ReplyCounter):
+    """Fixed-size answers (PONG, the C server's OK): count bytes."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.partial = 0
+
+    def feed(self, data: bytes) -> int:
+        total = self.partial + len(data)
+        self.partial = total % self.size
+        return total // self.size
+
+
+class FrameCounter(ReplyCounter):
+    """WebSocket: count PONG frames, skip the server's own keepalive PINGs."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+
+    def feed(self, data: bytes) -> int:
+        buffer = self.buffer + data
+        pongs = 0
+        while len(buffer) >= 2:
+            size = buffer[1] & 0x7F  # control frames: payload < 126
+            if len(buffer) < 2 + size:
+                break
+            pongs += (buffer[0] & 0x0F) == 0xA
+            buffer = buffer[2 + size :]
+        self.buffer = buffer
+        return pongs
+
+
 class Protocol:
     """How the load generator opens a connection and sends one heartbeat."""
 
     def __init__(
-        self, name: str, ping: bytes, reply: int, pipeline: int, hello: bytes = b""
+        self, name: str, ping: bytes, reply: int, pipeline: int, handshake: str
     ) -> None:
         self.name = name
+        self.handshake_mode = handshake  # for loadgen.c: framed, http or none
         self.ping = ping
         self.reply = reply  # bytes of the answer to one heartbeat
         self.pipeline = pipeline  # heartbeats in flight in the max-rate phase
-        self.hello = hello
+
+    def counter(self) -> ReplyCounter:
+        return FrameCounter() if self.name == "websocket" else ByteCounter(self.reply)
 
     async def handshake(self, stream: trio.SocketStream) -> None:
         if self.name == "framed":
@@ -74,13 +115,17 @@ class Protocol:
             assert response.startswith(b"HTTP/1.1 101"), response
 
 
+#: Heartbeats each connection keeps in flight in the max-rate phase.
+PIPELINE = int(os.environ.get("BENCH_PIPELINE", "4"))
 PROTOCOLS = {
-    "framed": Protocol("framed", PING, 2, pipeline=4),
+    "framed": Protocol("framed", PING, 2, pipeline=PIPELINE, handshake="framed"),
     # A client PING: FIN + opcode 9, masked (all-zero key), no payload.
-    "websocket": Protocol("websocket", b"\x89\x80\0\0\0\0", 2, pipeline=4),
+    "websocket": Protocol(
+        "websocket", b"\x89\x80\0\0\0\0", 2, pipeline=PIPELINE, handshake="http"
+    ),
     # The C server reads heartbeats with strcmp and edge-triggered epoll: one
     # at a time, or it stalls.
-    "seed": Protocol("seed", b"HeartBeat", 9, pipeline=1),
+    "seed": Protocol("seed", b"HeartBeat", 9, pipeline=1, handshake="none"),
 }
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -118,6 +163,29 @@ def pin(cpu: int) -> None:
     cores = os.cpu_count() or 1
     if hasattr(os, "sched_setaffinity") and cores > cpu:
         os.sched_setaffinity(0, {cpu})
+
+
+def unpin() -> None:
+    """Every core again (children inherit this process's core 1 otherwise)."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
+
+
+MAX_RATE_CONNECTIONS = 200
+
+
+def build_loadgen() -> str | None:
+    """Compile loadgen.c once per run; None without a C compiler."""
+    import shutil
+    import tempfile
+
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    out = Path(tempfile.mkdtemp(prefix="loadgen-")) / "loadgen"
+    subprocess.run([compiler, "-O2", "-o", str(out), str(BENCHMARKS / "loadgen.c")],
+                   check=True)  # fmt: skip
+    return str(out)
 
 
 def free_port() -> int:
@@ -175,14 +243,14 @@ def start_server(cmd: list[str], pinned: bool) -> tuple[subprocess.Popen[bytes],
         process = subprocess.Popen(
             build_seed_server(port),
             stdout=subprocess.DEVNULL,
-            preexec_fn=(lambda: pin(0)) if pinned else None,
+            preexec_fn=(lambda: pin(0)) if pinned else unpin,
         )
         time.sleep(0.5)
         return process, port
     process = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
-        preexec_fn=(lambda: pin(0)) if pinned else None,
+        preexec_fn=(lambda: pin(0)) if pinned else unpin,
     )
     assert process.stdout is not None
     line = process.stdout.readline().decode()
@@ -222,17 +290,17 @@ class LoadGenerator:
         start = trio.current_time() + 0.1
         end = start + seconds
 
-        ping, reply = self.protocol.ping, self.protocol.reply
+        ping = self.protocol.ping
 
         async def drive(index: int, stream: trio.SocketStream) -> None:
             next_at = start + index / rate
+            counter = self.protocol.counter()
             while next_at < end:
                 await trio.sleep_until(next_at)
                 sent = trio.current_time()
                 await stream.send_all(ping)
-                need = reply
-                while need:
-                    need -= len(await stream.receive_some(need))
+                while not counter.feed(await stream.receive_some(65536)):
+                    pass
                 latencies.append(trio.current_time() - sent)
                 next_at += period
 
@@ -250,18 +318,30 @@ class LoadGenerator:
 
         async def hammer(stream: trio.SocketStream) -> None:
             nonlocal done
+            counter = self.protocol.counter()
             while trio.current_time() < end:
                 await stream.send_all(batch)
-                need = self.protocol.reply * pipeline
-                while need:
-                    need -= len(await stream.receive_some(need))
+                answered = 0
+                while answered < pipeline:
+                    answered += counter.feed(await stream.receive_some(65536))
                 done += pipeline
 
         started = trio.current_time()
         async with trio.open_nursery() as nursery:
-            for stream in self.streams[:200]:
+            for stream in self.streams[:MAX_RATE_CONNECTIONS]:
                 nursery.start_soon(hammer, stream)
         return done / (trio.current_time() - started)
+
+    async def max_rate_c(self, seconds: float, loadgen: str) -> float:
+        """As max_rate, driven by loadgen.c (one epoll thread, ~1 µs a reply)."""
+        protocol = self.protocol
+        result = await trio.run_process(
+            [loadgen, str(self.port), str(MAX_RATE_CONNECTIONS), str(seconds),
+             str(protocol.pipeline), protocol.handshake_mode, protocol.ping.hex(),
+             str(protocol.reply)],
+            capture_stdout=True,
+        )  # fmt: skip
+        return float(result.stdout.split()[-1])
 
     async def close(self) -> None:
         for stream in self.streams:
@@ -307,7 +387,11 @@ async def measure(args: argparse.Namespace, name: str) -> dict[str, object]:
             latencies[int(len(latencies) * 0.99)] * 1e3, 3
         )
 
-        results["max_heartbeats_per_s"] = round(await driver.max_rate(args.max_seconds))
+        if args.loadgen is not None:
+            rate = await driver.max_rate_c(args.max_seconds, args.loadgen)
+        else:
+            rate = await driver.max_rate(args.max_seconds)
+        results["max_heartbeats_per_s"] = round(rate)
         await load.close()
     finally:
         process.terminate()
@@ -341,6 +425,11 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--max-seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3, help="median of N rounds")
+    parser.add_argument(
+        "--python-loadgen",
+        action="store_true",
+        help="drive the max-rate phase from Python instead of loadgen.c",
+    )
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--rst", help="also write a reStructuredText table here")
     parser.add_argument("--svg", help="also draw a bar chart (SVG) here")
@@ -355,6 +444,7 @@ def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < needed:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, needed), hard))
+    args.loadgen = None if args.python_loadgen else build_loadgen()
     pin(1)
     # Rounds alternate the servers, so drift in the machine's speed hits all of
     # them alike; each figure is the median over the rounds.

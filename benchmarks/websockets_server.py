@@ -3,9 +3,11 @@
 Run: python benchmarks/websockets_server.py asyncio|trio [PORT]
 (prints "listening on HOST:PORT"; needs ``pip install websockets``)
 
-An echo server with websockets' own keepalive (a PING every 20 s, 20 s to
-answer), compression off: the load generator's heartbeats are WebSocket PING
-frames, which websockets answers with PONG by itself.
+An echo server with websockets' own keepalive (a PING every 20 s), compression
+off: the load generator's heartbeats are WebSocket PING frames, which websockets
+answers with PONG by itself. The server's own PINGs are sent but never timed out
+(``ping_timeout=None``): the load generator holds 10,000 idle connections without
+reading them, and skips those PINGs when it reads.
 """
 
 from __future__ import annotations
@@ -32,7 +34,12 @@ async def run_asyncio(port: int) -> None:
     from websockets.asyncio.server import serve
 
     async with serve(
-        echo, "127.0.0.1", port, ping_interval=PING_INTERVAL, compression=None
+        echo,
+        "127.0.0.1",
+        port,
+        ping_interval=PING_INTERVAL,
+        ping_timeout=None,
+        compression=None,
     ) as server:
         address = next(iter(server.sockets)).getsockname()
         print(f"listening on {address[0]}:{address[1]}", flush=True)
@@ -47,7 +54,7 @@ async def run_trio(port: int) -> None:
         server = await nursery.start(
             lambda task_status: serve(
                 echo, port, host="127.0.0.1", ping_interval=PING_INTERVAL,
-                compression=None, task_status=task_status,
+                ping_timeout=None, compression=None, task_status=task_status,
             )
         )  # fmt: skip
         address = server.listeners[0].socket.getsockname()
