@@ -15,6 +15,10 @@ server CPU is utime + stime, both read from /proc/<pid>. The servers:
   built with g++, heartbeats being its ``HeartBeat`` / ``OK``;
 * ``trio_heartbeat-2-workers``: ``serve --workers 2``, not pinned.
 
+The max-rate phase is driven by benchmarks/loadgen.c (compiled with cc on the
+fly; ``--python-loadgen`` uses this process instead), so that the load generator
+is not what limits the rate. Its pipeline depth is 4 (``BENCH_PIPELINE``).
+
 The machine's speed drifts, so compare the ratios printed at the end (taken in
 one run), not absolute figures across runs.
 """

@@ -16,7 +16,7 @@ release = version = trio_heartbeat.__version__
 
 extensions = ["sphinx.ext.autodoc", "sphinx.ext.viewcode"]
 templates_path: list[str] = []
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "_static/*.rst"]  # _static/*.rst are included pieces
 html_theme = "alabaster"
 html_static_path = ["_static"]
 html_theme_options = {

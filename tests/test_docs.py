@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import json
 import re
 import sys
 from pathlib import Path
@@ -41,3 +42,21 @@ def test_timeline_picture_matches_a_fresh_recording() -> None:
     )
     assert "client declares the server dead (43 s)" in fresh
     assert "server kicks the client (54 s)" in fresh
+
+
+def test_benchmark_table_and_chart_match_the_recorded_results() -> None:
+    path = DOCS.parent / "benchmarks" / "server.py"
+    spec = importlib.util.spec_from_file_location("bench_server", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    recorded = json.loads((DOCS / "_static" / "benchmarks.json").read_text())
+    runs = recorded["runs"]
+    assert (DOCS / "_static" / "benchmarks_table.rst").read_text() == bench.rst_table(
+        runs
+    )
+    assert (DOCS / "_static" / "benchmarks.svg").read_text() == bench.svg_chart(runs)
+    assert recorded["ratios"] == bench.ratios_of(runs)
+    names = {run["server"] for run in runs}
+    assert {"trio_heartbeat", "bare-trio", "seed-c"} <= names
