@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import trio
@@ -29,6 +33,38 @@ class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
 
     async def aclose(self) -> None:
         await self._receive.aclose()
+
+
+async def start_cli(
+    nursery: trio.Nursery,
+    *args: str,
+    stderr: int = subprocess.PIPE,
+    preexec_fn: Callable[[], object] | None = None,
+) -> trio.Process:
+    """``python -m trio_heartbeat ARGS`` in ``nursery``, with piped stdio."""
+    process: trio.Process = await nursery.start(
+        partial(
+            trio.run_process,
+            [sys.executable, "-m", "trio_heartbeat", *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+            check=False, preexec_fn=preexec_fn,
+        )
+    )  # fmt: skip
+    return process
+
+
+async def listening_port(serve: trio.Process) -> int:
+    """Read ``serve``'s first stdout line, ``listening on HOST:PORT``; the port.
+
+    Byte by byte, so that nothing after the line is consumed.
+    """
+    assert serve.stdout is not None
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = await serve.stdout.receive_some(1)
+        assert chunk, f"serve exited before listening: {line!r}"
+        line += chunk
+    return int(line.decode().strip().rsplit(":", 1)[1])
 
 
 class RawPeer:

@@ -24,6 +24,8 @@ from trio_heartbeat import Close, Data, FrameDecoder, Hello, Ping, Pong, encode
 from trio_heartbeat._cli import main
 from trio_heartbeat._protocol import Frame
 
+from .helpers import listening_port
+
 PYTHON = sys.executable
 
 
@@ -354,7 +356,7 @@ async def test_sigusr1_logs_a_status_line() -> None:
                 )
             )  # fmt: skip
             assert server.stdout is not None and server.stderr is not None
-            await server.stdout.receive_some(4096)  # listening on ...
+            await listening_port(server)
             server.send_signal(signal.SIGUSR1)  # at once: no default-action death
             log = b""
             while (found := re.search(rb"status: ([^\n]*)\n", log)) is None:

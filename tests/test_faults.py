@@ -6,14 +6,13 @@ import os
 import resource
 import signal
 import socket
-import subprocess
-import sys
 import time
-from functools import partial
 
 import trio
 
 from trio_heartbeat import FrameDecoder, Hello, encode
+
+from .helpers import listening_port, start_cli
 
 FD_LIMIT = 40
 
@@ -36,22 +35,12 @@ async def _hello(port: int) -> tuple[trio.SocketStream, bool]:
 
 async def test_out_of_file_descriptors_is_survived() -> None:
     async with trio.open_nursery() as nursery:
-        server: trio.Process = await nursery.start(
-            partial(
-                trio.run_process,
-                [sys.executable, "-m", "trio_heartbeat", "serve", "--port", "0"],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                check=False,
-                preexec_fn=_low_fd_limit,
-            )
+        server = await start_cli(
+            nursery, "serve", "--port", "0", preexec_fn=_low_fd_limit
         )
-        assert server.stdout is not None and server.stderr is not None
+        assert server.stderr is not None
         with trio.fail_after(60):
-            line = b""
-            while not line.endswith(b"\n"):
-                line += await server.stdout.receive_some(1)
-            port = int(line.decode().strip().rsplit(":", 1)[1])
+            port = await listening_port(server)
             # Fill the server's descriptor table: the kernel still completes
             # the TCP handshakes (backlog), but accept() fails with EMFILE.
             held: list[trio.SocketStream] = []
@@ -100,20 +89,6 @@ class Output:
             self.data += chunk
 
 
-async def _start(nursery: trio.Nursery, *args: str) -> trio.Process:
-    process: trio.Process = await nursery.start(
-        partial(
-            trio.run_process,
-            [sys.executable, "-m", "trio_heartbeat", *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            check=False,
-        )
-    )
-    return process
-
-
 class Pair:
     """A `serve` and a `connect` process, connected and past one echoed line."""
 
@@ -128,12 +103,11 @@ async def _pair(
     nursery: trio.Nursery, serve_flags: list[str], connect_flags: list[str]
 ) -> Pair:
     pair = Pair()
-    pair.server = await _start(nursery, "serve", "--port", "0", *serve_flags)
-    assert pair.server.stdout is not None and pair.server.stderr is not None
-    server_out, pair.server_log = Output(pair.server.stdout), Output(pair.server.stderr)
-    await server_out.wait_for(b"\n")
-    pair.port = int(server_out.data.decode().strip().rsplit(":", 1)[1])
-    pair.client = await _start(
+    pair.server = await start_cli(nursery, "serve", "--port", "0", *serve_flags)
+    assert pair.server.stderr is not None
+    pair.server_log = Output(pair.server.stderr)
+    pair.port = await listening_port(pair.server)
+    pair.client = await start_cli(
         nursery, "connect", "--port", str(pair.port), *connect_flags
     )
     assert pair.client.stdin is not None and pair.client.stdout is not None
@@ -211,14 +185,13 @@ async def test_ping_flood_without_reading_keeps_server_memory_flat() -> None:
     its timeout while another client keeps getting PONGs."""
     async with trio.open_nursery() as nursery:
         with trio.fail_after(60):
-            server = await _start(
+            server = await start_cli(
                 nursery, "serve", "--port", "0", "--timeout", "3",
                 "--min-interval", "1e-6", "--log-level", "INFO",
             )  # fmt: skip
-            assert server.stdout is not None and server.stderr is not None
-            out, log = Output(server.stdout), Output(server.stderr)
-            await out.wait_for(b"\n")
-            port = int(out.data.decode().strip().rsplit(":", 1)[1])
+            assert server.stderr is not None
+            log = Output(server.stderr)
+            port = await listening_port(server)
             try:
                 flooder, answered = await _hello(port)
                 assert answered
@@ -277,7 +250,7 @@ async def test_server_restart_reconnects_within_backoff_and_loses_nothing() -> N
                 await client.stdin.send_all(b"".join(line + b"\n" for line in during))
                 # Let it fail at least twice against the closed port.
                 await client_log.wait_for_count(b"could not connect to", 2)
-                restarted = await _start(
+                restarted = await start_cli(
                     nursery, "serve", "--port", str(pair.port), "--log-level", "INFO"
                 )
                 assert restarted.stdout is not None and restarted.stderr is not None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
 import sys
 from functools import partial
 from pathlib import Path
@@ -28,7 +27,7 @@ from trio_heartbeat import (
     serve_tcp,
 )
 
-from .helpers import MemoryListener, RawPeer
+from .helpers import MemoryListener, RawPeer, listening_port, start_cli
 
 
 async def echo(conn: HeartbeatConnection) -> None:
@@ -135,20 +134,13 @@ async def test_token_files_on_the_command_line(tmp_path: Path) -> None:
     wrong_file = tmp_path / "wrong"
     wrong_file.write_text("nope\n")
     async with trio.open_nursery() as nursery:
-        server: trio.Process = await nursery.start(
-            partial(
-                trio.run_process,
-                [sys.executable, "-m", "trio_heartbeat", "serve", "--port", "0",
-                 "--token-file", str(token_file), "--log-level", "DEBUG"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
-            )
+        server = await start_cli(
+            nursery, "serve", "--port", "0", "--token-file", str(token_file),
+            "--log-level", "DEBUG",
         )  # fmt: skip
-        assert server.stdout is not None and server.stderr is not None
+        assert server.stderr is not None
         with trio.fail_after(30):
-            line = b""
-            while not line.endswith(b"\n"):
-                line += await server.stdout.receive_some(1)
-            port = line.decode().strip().rsplit(":", 1)[1]
+            port = str(await listening_port(server))
             ok = await trio.run_process(
                 [sys.executable, "-m", "trio_heartbeat", "connect", "--port", port,
                  "--token-file", str(token_file)],

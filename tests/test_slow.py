@@ -26,6 +26,8 @@ import trio
 
 from trio_heartbeat import Close, Data, FrameDecoder, Hello, Ping, Pong, encode
 
+from .helpers import listening_port
+
 pytestmark = pytest.mark.slow
 
 FUZZER = Path(__file__).with_name("fuzz_decoder.py")
@@ -214,9 +216,7 @@ async def test_soak_2000_clients_churn_kills_and_freezes() -> None:
         nursery.start_soon(server.collect)
         try:
             with trio.fail_after(SOAK_SECONDS + 120):
-                assert process.stdout is not None
-                line = await process.stdout.receive_some(4096)
-                port = int(line.decode().strip().rsplit(":", 1)[1])
+                port = await listening_port(process)
                 baseline = await server.status()
                 start = trio.current_time()
                 stop_at = start + SOAK_SECONDS

@@ -23,6 +23,8 @@ from trio_heartbeat import (
     serve_tcp,
 )
 
+from .helpers import listening_port, start_cli
+
 
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
@@ -133,20 +135,12 @@ async def test_command_line_tls(ca: trustme.CA, tmp_path: Path) -> None:
     cert.private_key_pem.write_to_path(str(keyfile))
     ca.cert_pem.write_to_path(str(cafile))
     async with trio.open_nursery() as nursery:
-        server: trio.Process = await nursery.start(
-            partial(
-                trio.run_process,
-                [sys.executable, "-m", "trio_heartbeat", "serve", "--port", "0",
-                 "--certfile", str(certfile), "--keyfile", str(keyfile)],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False,
-            )
+        server = await start_cli(
+            nursery, "serve", "--port", "0", "--certfile", str(certfile),
+            "--keyfile", str(keyfile), stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        assert server.stdout is not None
         with trio.fail_after(30):
-            line = b""
-            while not line.endswith(b"\n"):
-                line += await server.stdout.receive_some(1)
-            port = line.decode().strip().rsplit(":", 1)[1]
+            port = str(await listening_port(server))
             result = await trio.run_process(
                 [sys.executable, "-m", "trio_heartbeat", "connect", "--port", port,
                  "--tls", "--cafile", str(cafile)],

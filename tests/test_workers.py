@@ -8,12 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
-from functools import partial
 
 import pytest
 import trio
 
 from trio_heartbeat import Close, Data, FrameDecoder, Hello, encode
+
+from .helpers import listening_port, start_cli
 
 pytestmark = pytest.mark.skipif(
     not hasattr(socket, "SO_REUSEPORT"), reason="the platform has no SO_REUSEPORT"
@@ -55,21 +56,13 @@ class Log:
 
 async def test_workers_share_the_port_restart_and_stop_gracefully() -> None:
     async with trio.open_nursery() as nursery:
-        supervisor: trio.Process = await nursery.start(
-            partial(
-                trio.run_process,
-                [sys.executable, "-m", "trio_heartbeat", "serve", "--workers", "2",
-                 "--port", "0", "--log-level", "INFO"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
-            )
-        )  # fmt: skip
-        assert supervisor.stdout is not None and supervisor.stderr is not None
+        supervisor = await start_cli(
+            nursery, "serve", "--workers", "2", "--port", "0", "--log-level", "INFO"
+        )
+        assert supervisor.stderr is not None
         log = Log(supervisor.stderr)
         with trio.fail_after(30):
-            line = b""
-            while not line.endswith(b"\n"):
-                line += await supervisor.stdout.receive_some(1)
-            port = int(line.decode().strip().rsplit(":", 1)[1])
+            port = await listening_port(supervisor)
             pids = {int(m) for m in re.findall(r"pid (\d+)\) ready", log.text)}
             while len(pids) < 2:
                 await log.wait_for(r"pid \d+\) ready")

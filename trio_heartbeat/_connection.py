@@ -862,9 +862,10 @@ class HeartbeatConnection:
         """Per-message handlers: hand this read's DATA over, in order."""
         on_data = self._on_data
         assert on_data is not None
-        received = self._received
-        while received:
-            await on_data(self, received.pop(0))
+        batch = self._received.copy()
+        self._received.clear()  # _read_loop holds this very list
+        for payload in batch:
+            await on_data(self, payload)
 
     def _pong_received(self, payload: bytes) -> None:
         self.stats.pongs_received += 1
