@@ -2,15 +2,19 @@
 
 Run: python benchmarks/kick_accuracy.py [--clients 1000] [--timeout 5]
 
-Starts a trio_heartbeat server with timeout T (pinned to core 0); this process
-(core 1) opens the clients, has each send one last PING at the same moment,
-then stay silent. Two lateness figures, p50/p99/max in milliseconds:
+Starts a trio_heartbeat server with timeout T (pinned to core 0); the clients
+(core 1) each send one last PING at the same moment, then stay silent. The
+clients are ``loadgen silent`` (benchmarks/loadgen.c, one epoll thread, built
+with cc), or with ``--python-clients`` Trio tasks in this process. Lateness,
+p50/p99/max in milliseconds:
 
 * server side: when the server wrote each CLOSE(1) (the connection's
   ``stats.last_sent``), against its own deadline (last frame received + T);
   and when the on_disconnect hook ran, once the connection was cleaned up;
-* client side: when each CLOSE(1) arrived, against last PING sent + T; this
-  includes the load generator's own time to read 1,000 sockets.
+* client side: when each CLOSE(1) arrived, against last PING sent + T. On top
+  of the server's lateness this holds the time the server took to read the
+  PING (a burst of 1,000 is read one after another), and the clients' own time
+  to read 1,000 sockets (small for loadgen.c, tens of ms for Python).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pathlib import Path
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from server import HELLO, PING, pin, start_server
+from server import HELLO, PING, build_loadgen, pin, start_server
 
 from trio_heartbeat import Close, FrameDecoder
 
@@ -59,49 +63,71 @@ trio.run(main)
 """
 
 
+async def c_clients(
+    loadgen: str, port: int, clients: int, kick_after: float
+) -> list[float]:
+    """CLOSE(1) lateness per client, as loadgen.c measured it."""
+    result = await trio.run_process(
+        [loadgen, "silent", str(port), str(clients), str(kick_after)],
+        capture_stdout=True,
+    )
+    label, *values = result.stdout.split()
+    assert label == b"late", result.stdout[:100]
+    return [float(x) for x in values]
+
+
+async def python_clients(port: int, clients: int, kick_after: float) -> list[float]:
+    """CLOSE(1) lateness per client, as Trio tasks of this process saw it."""
+    lateness: list[float] = []
+    streams: list[tuple[trio.SocketStream, FrameDecoder]] = []
+    for _ in range(clients):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(HELLO)
+        decoder = FrameDecoder()
+        while decoder.next_frame() is None:
+            decoder.receive_data(await stream.receive_some(65536))
+        streams.append((stream, decoder))
+    go = trio.Event()
+
+    async def client(stream: trio.SocketStream, decoder: FrameDecoder) -> None:
+        await go.wait()
+        # Read the clock first: send_all ends with a checkpoint, and with
+        # 1,000 tasks this one may resume a scheduler batch later.
+        last = trio.current_time()
+        await stream.send_all(PING)
+        while True:
+            frame = decoder.next_frame()
+            if isinstance(frame, Close):
+                assert frame.code == 1, frame
+                lateness.append(trio.current_time() - (last + kick_after))
+                return
+            if frame is None:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                decoder.receive_data(data)
+
+    with trio.fail_after(kick_after + 60):
+        async with trio.open_nursery() as nursery:
+            for stream, decoder in streams:
+                nursery.start_soon(client, stream, decoder)
+            await trio.sleep(0.5)
+            go.set()
+    for stream, _ in streams:
+        await stream.aclose()
+    return lateness
+
+
 async def measure(
-    clients: int, kick_after: float
+    clients: int, kick_after: float, loadgen: str | None
 ) -> tuple[list[float], list[float], list[float]]:
     cmd = [sys.executable, "-c", SERVER, str(kick_after)]
     process, port = start_server(cmd, True)
-    lateness: list[float] = []
     try:
-        streams: list[tuple[trio.SocketStream, FrameDecoder]] = []
-        for _ in range(clients):
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            await stream.send_all(HELLO)
-            decoder = FrameDecoder()
-            while decoder.next_frame() is None:
-                decoder.receive_data(await stream.receive_some(65536))
-            streams.append((stream, decoder))
-        go = trio.Event()
-
-        async def client(stream: trio.SocketStream, decoder: FrameDecoder) -> None:
-            await go.wait()
-            # Read the clock first: send_all ends with a checkpoint, and with
-            # 1,000 tasks this one may resume a scheduler batch later.
-            last = trio.current_time()
-            await stream.send_all(PING)
-            while True:
-                frame = decoder.next_frame()
-                if isinstance(frame, Close):
-                    assert frame.code == 1, frame
-                    lateness.append(trio.current_time() - (last + kick_after))
-                    return
-                if frame is None:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return
-                    decoder.receive_data(data)
-
-        with trio.fail_after(kick_after + 60):
-            async with trio.open_nursery() as nursery:
-                for stream, decoder in streams:
-                    nursery.start_soon(client, stream, decoder)
-                await trio.sleep(0.5)
-                go.set()
-        for stream, _ in streams:
-            await stream.aclose()
+        if loadgen is not None:
+            lateness = await c_clients(loadgen, port, clients, kick_after)
+        else:
+            lateness = await python_clients(port, clients, kick_after)
         process.terminate()
         assert process.stdout is not None
         server_side = [float(x) for x in process.stdout.readline().split()]
@@ -116,13 +142,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--timeout", type=float, default=5.0)
+    parser.add_argument(
+        "--python-clients",
+        action="store_true",
+        help="clients as Trio tasks in this process instead of loadgen.c",
+    )
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(
         resource.RLIMIT_NOFILE, (min(hard, 2 * args.clients + 200), hard)
     )
+    loadgen = None if args.python_clients else build_loadgen()
     pin(1)
-    server_side, cleaned, client_side = trio.run(measure, args.clients, args.timeout)
+    server_side, cleaned, client_side = trio.run(
+        measure, args.clients, args.timeout, loadgen
+    )
+    print(f"clients: {'loadgen.c' if loadgen else 'Python'}")
     print(f"clients kicked: {len(client_side)} of {args.clients}")
     for name, values in (
         ("server: CLOSE(1) written - (last frame + timeout)", server_side),

@@ -9,6 +9,14 @@
  * in flight on every connection, each answered by REPLY_BYTES bytes (with "http",
  * by a WebSocket PONG frame; the server's own PINGs are skipped). Prints
  * "replies N seconds S rate R" on stdout.
+ *
+ * Run:   loadgen silent PORT CONNECTIONS TIMEOUT
+ *
+ * Kick accuracy, seen from the clients: opens CONNECTIONS (framed), sends one
+ * PING on each as fast as it can, then stays silent and reads every connection
+ * until its CLOSE frame. Prints one line "late L1 L2 ...": for each
+ * connection, when its CLOSE arrived - (when its PING was sent + TIMEOUT), in
+ * seconds. Exits 1 if a connection ends without a CLOSE.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -80,7 +88,98 @@ static void handshake(int fd, const char *mode) {
     }
 }
 
+/* A frame parser fed byte by byte: type, LEB128 length, payload skipped. */
+struct parser {
+    int state; /* 0: type byte next, 1: length bytes, 2: payload */
+    unsigned char type;
+    size_t left;
+    int shift;
+};
+
+/* Feeds one byte; returns the frame's type when this byte completes it, else 0. */
+static int parse_byte(struct parser *p, unsigned char byte) {
+    if (p->state == 0) {
+        p->type = byte;
+        p->left = 0;
+        p->shift = 0;
+        p->state = 1;
+        return 0;
+    }
+    if (p->state == 1) {
+        p->left |= (size_t)(byte & 0x7f) << p->shift;
+        p->shift += 7;
+        if (byte & 0x80) return 0;
+        p->state = p->left ? 2 : 0;
+        return p->left ? 0 : p->type;
+    }
+    if (--p->left) return 0;
+    p->state = 0;
+    return p->type;
+}
+
+static int silent(int port, int conns, double timeout) {
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int *fds = calloc((size_t)conns, sizeof(int));
+    double *sent = calloc((size_t)conns, sizeof(double));
+    double *late = calloc((size_t)conns, sizeof(double));
+    struct parser *parsers = calloc((size_t)conns, sizeof(struct parser));
+    int ep = epoll_create1(0);
+    for (int i = 0; i < conns; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0) die("socket");
+        if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) die("connect");
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        handshake(fd, "framed");
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll_ctl");
+        fds[i] = fd;
+    }
+    for (int i = 0; i < conns; i++) {
+        sent[i] = now();
+        write_all(fds[i], "\x03\x00", 2);
+    }
+    int closed = 0;
+    double give_up = now() + timeout + 30;
+    struct epoll_event events[1024];
+    char buf[4096];
+    while (closed < conns && now() < give_up) {
+        int n = epoll_wait(ep, events, 1024, 100);
+        if (n < 0 && errno != EINTR) die("epoll_wait");
+        for (int e = 0; e < n; e++) {
+            int i = (int)events[e].data.u32;
+            ssize_t got = read(fds[i], buf, sizeof(buf));
+            double at = now();
+            if (got < 0 && errno == EAGAIN) continue;
+            if (got <= 0) {
+                fprintf(stderr, "connection %d ended without CLOSE\n", i);
+                return 1;
+            }
+            for (ssize_t k = 0; k < got; k++) {
+                if (parse_byte(&parsers[i], (unsigned char)buf[k]) == 0x05) {
+                    late[i] = at - (sent[i] + timeout);
+                    close(fds[i]);
+                    closed++;
+                    break;
+                }
+            }
+        }
+    }
+    if (closed < conns) {
+        fprintf(stderr, "%d connections got no CLOSE\n", conns - closed);
+        return 1;
+    }
+    printf("late");
+    for (int i = 0; i < conns; i++) printf(" %.6f", late[i]);
+    printf("\n");
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 5 && strcmp(argv[1], "silent") == 0)
+        return silent(atoi(argv[2]), atoi(argv[3]), atof(argv[4]));
     if (argc != 8) {
         fprintf(stderr, "usage: %s PORT CONNECTIONS SECONDS PIPELINE HANDSHAKE "
                         "PING_HEX REPLY_BYTES\n", argv[0]);

@@ -16,9 +16,12 @@ from trio_heartbeat import (
     FrameDecoder,
     HeartbeatConnection,
     Hello,
+    PerMessage,
     Pong,
+    ServerConfig,
     encode,
     open_connection,
+    per_message,
     serve_tcp,
 )
 from trio_heartbeat._protocol import Frame
@@ -119,3 +122,76 @@ async def test_library_client_over_tcp() -> None:
                 assert conn.stats.pongs_received == 1
                 assert conn.rtt.srtt is not None and 0 <= conn.rtt.srtt < 0.2
             nursery.cancel_scope.cancel()
+
+
+async def _kick_on_tcp(
+    on_data: PerMessage, send_first: bytes
+) -> tuple[HeartbeatConnection, DisconnectReason]:
+    """One raw client on real TCP: HELLO, ``send_first``, then silence until
+    kicked; returns the server's connection and its disconnect reason."""
+    connected: list[HeartbeatConnection] = []
+    ended: list[DisconnectReason] = []
+    done = trio.Event()
+
+    def on_disconnect(conn: HeartbeatConnection, reason: DisconnectReason) -> None:
+        ended.append(reason)
+        done.set()
+
+    config = ServerConfig(timeout=0.4, min_interval=0.2)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(
+                partial(
+                    serve_tcp,
+                    on_data,
+                    0,
+                    host="127.0.0.1",
+                    config=config,
+                    on_connect=connected.append,
+                    on_disconnect=on_disconnect,
+                )
+            )
+            port = listeners[0].socket.getsockname()[1]
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                decoder = FrameDecoder()
+                await stream.send_all(encode(Hello({"version": 1, "interval": 0.2})))
+                assert isinstance(await read_frame(stream, decoder), Hello)
+                await stream.send_all(send_first)
+                frames = []
+                while (frame := await read_frame(stream, decoder)) is not None:
+                    frames.append(frame)
+                assert frames[-1] == Close(1, "no frame for 0.4 s")
+            await done.wait()
+            nursery.cancel_scope.cancel()
+    (conn,) = connected
+    (reason,) = ended
+    return conn, reason
+
+
+async def test_kick_wakes_a_waiting_per_message_reader_by_closing_its_socket() -> None:
+    async def upper(conn: HeartbeatConnection, data: bytes) -> None:
+        await conn.send(data.upper())
+
+    conn, reason = await _kick_on_tcp(per_message(upper), encode(Data(b"hi")))
+    assert reason is DisconnectReason.HEARTBEAT_TIMEOUT
+    # The reader was blocked on the socket: closing it ended the reader, so
+    # the kick had nothing to cancel.
+    assert conn._cancel_scope is not None
+    assert not conn._cancel_scope.cancel_called
+    assert conn.stats.frames_sent == 3  # HELLO, DATA "HI", CLOSE
+
+
+async def test_kick_cancels_a_per_message_handler_that_is_still_busy() -> None:
+    handler_cancelled = trio.Event()
+
+    async def stuck(conn: HeartbeatConnection, data: bytes) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            handler_cancelled.set()
+
+    conn, reason = await _kick_on_tcp(per_message(stuck), encode(Data(b"hi")))
+    assert reason is DisconnectReason.HEARTBEAT_TIMEOUT
+    assert conn._cancel_scope is not None and conn._cancel_scope.cancel_called
+    assert handler_cancelled.is_set()

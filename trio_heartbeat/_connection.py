@@ -218,7 +218,6 @@ class HeartbeatConnection:
 
     __slots__ = (
         "_activity_lot",
-        "_cancel_requested",
         "_cancel_scope",
         "_close_info",
         "_close_sent",
@@ -236,6 +235,7 @@ class HeartbeatConnection:
         "_receive_done",
         "_receive_lot",
         "_received",
+        "_receiving",
         "_replying",
         "_rtt",
         "_send_interrupted",
@@ -295,7 +295,8 @@ class HeartbeatConnection:
         # Server bookkeeping: the disconnect was logged and reported.
         self._finished = False
         self._cancel_scope: trio.CancelScope | None = None
-        self._cancel_requested = False
+        # The reader is blocked reading the socket, where closing it wakes it.
+        self._receiving = False
         # Server, per-message handlers: the reader delivers each DATA here.
         self._on_data: (
             Callable[[HeartbeatConnection, bytes], Awaitable[object]] | None
@@ -449,24 +450,26 @@ class HeartbeatConnection:
         if self._reader_done_event is not None:
             self._reader_done_event.set()
 
-    def _close_now(self, info: _CloseInfo) -> None:
+    def _close_now(self, info: _CloseInfo, wire: bytes | None = None) -> bool:
         """End the connection without waiting for anything (the server's kick).
 
         Records ``info``; on a plain TCP socket whose send path is free, writes
-        CLOSE only if the kernel takes it at once, then closes the socket, which
-        wakes every task blocked on it. Other streams (TLS, in-memory) get their
-        CLOSE from the usual bounded async path when the connection finishes.
+        CLOSE (``wire`` if given, its encoding) only if the kernel takes it at
+        once, then closes the socket, which wakes every task blocked on it, and
+        returns True. Other streams (TLS, in-memory) get their CLOSE from the
+        usual bounded async path when the connection finishes.
         """
         self._set_closed(info)
         stream = self._stream
         if type(stream) is not trio.SocketStream or sys.platform == "win32":
-            return
+            return False
         if (
             info.code is not None
             and not (self._close_sent or self._send_interrupted or self._stream_closed)
             and not self._sending
         ):
-            wire = encode(Close(info.code, info.reason[:200]))
+            if wire is None:
+                wire = encode(Close(info.code, info.reason[:200]))
             self._close_sent = True
             try:
                 # A non-blocking write: a few bytes fit unless the peer has
@@ -479,6 +482,7 @@ class HeartbeatConnection:
         self._mark_receive_done()
         self._stream_closed = True
         stream.socket.close()
+        return True
 
     async def _shut_stream(self) -> None:
         self._mark_receive_done()
@@ -708,7 +712,6 @@ class HeartbeatConnection:
 
     def _cancel(self) -> None:
         """Cancel the connection's scope on purpose (not an idle deadline)."""
-        self._cancel_requested = True
         if self._cancel_scope is not None:
             self._cancel_scope.cancel()
 
@@ -841,6 +844,7 @@ class HeartbeatConnection:
                 return True
             while len(received) >= self._receive_buffer and not self._stream_closed:
                 await self._wait_space()
+            self._receiving = True
             try:
                 data = await stream.receive_some(RECEIVE_SIZE)
             except trio.ClosedResourceError:
@@ -855,6 +859,10 @@ class HeartbeatConnection:
                     )
                 )
                 return True
+            finally:
+                self._receiving = False
+            if self._stream_closed:
+                return False  # closed (kicked) as this read completed
             stats.bytes_received += len(data)
             decoder.receive_data(data)
 

@@ -35,7 +35,7 @@ from ._connection import (
 )
 from ._keepalive import apply_keepalive
 from ._kicker import Kicker
-from ._protocol import CloseCode, RemoteProtocolError
+from ._protocol import Close, CloseCode, RemoteProtocolError, encode
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -143,6 +143,16 @@ class _Server:
         self.enforce = enforcement_enabled(config)
         self.connections: set[HeartbeatConnection] = set()
         self.kicker = Kicker(config.timeout, self._kick, self.connections)
+        # Every kick says the same: made once, not per kick.
+        self._timeout_info = _CloseInfo(
+            CloseCode.HEARTBEAT_TIMEOUT,
+            f"no frame for {config.timeout:g} s",
+            False,
+            DisconnectReason.HEARTBEAT_TIMEOUT,
+        )
+        self._timeout_wire = encode(
+            Close(CloseCode.HEARTBEAT_TIMEOUT, self._timeout_info.reason)
+        )
         self.per_ip: collections.Counter[str] = collections.Counter()
 
     async def handle(self, stream: trio.abc.Stream) -> None:
@@ -366,26 +376,26 @@ class _Server:
 
     def _kick(self, conn: HeartbeatConnection) -> None:
         """The kicker found ``conn`` silent for ``timeout``: end it now."""
-        timeout = self.config.timeout
         if conn._replying:
             # The reader has been stuck sending PONGs since the last frame it
             # read: the client floods or stopped reading. The send in progress
             # may leave a partial frame, so no CLOSE can follow.
-            info = _CloseInfo(
-                None,
-                f"PONGs unread for {timeout:g} s: the peer stopped reading",
-                False,
-                DisconnectReason.SLOW_CONSUMER,
+            closed = conn._close_now(
+                _CloseInfo(
+                    None,
+                    f"PONGs unread for {self.config.timeout:g} s: "
+                    "the peer stopped reading",
+                    False,
+                    DisconnectReason.SLOW_CONSUMER,
+                )
             )
         else:
-            info = _CloseInfo(
-                CloseCode.HEARTBEAT_TIMEOUT,
-                f"no frame for {timeout:g} s",
-                False,
-                DisconnectReason.HEARTBEAT_TIMEOUT,
-            )
-        conn._close_now(info)
-        conn._cancel()
+            closed = conn._close_now(self._timeout_info, self._timeout_wire)
+        # A per-message reader blocked on the socket was woken by its closing
+        # and ends by itself; cancelling costs as much again (Trio records who
+        # cancelled), so only what the closing cannot reach is cancelled.
+        if not (closed and conn._receiving and conn._on_data is not None):
+            conn._cancel()
 
     @staticmethod
     def _log_handler_error(
