@@ -13,8 +13,9 @@ p50/p99/max in milliseconds:
   and when the on_disconnect hook ran, once the connection was cleaned up;
 * client side: when each CLOSE(1) arrived, against last PING sent + T. On top
   of the server's lateness this holds the time the server took to read the
-  PING (a burst of 1,000 is read one after another), and the clients' own time
-  to read 1,000 sockets (small for loadgen.c, tens of ms for Python).
+  PING (a burst of 1,000 is read one after another: printed as the span over
+  which the last PINGs were read), and the clients' own time to read 1,000
+  sockets (small for loadgen.c, tens of ms for Python).
 """
 
 from __future__ import annotations
@@ -37,20 +38,25 @@ from trio_heartbeat import Close, FrameDecoder
 SERVER = """
 import logging, signal, sys, trio, trio_heartbeat
 logging.disable(logging.ERROR)  # as `serve --log-level ERROR`: no line per kick
-late, cleaned = [], []
+late, cleaned, read = [], [], []
 def kicked(conn, reason):
+    read.append(conn.stats.last_received)
     deadline = conn.stats.last_received + float(sys.argv[1])
     late.append(conn.stats.last_sent - deadline)  # the CLOSE(1) write
     cleaned.append(trio.current_time() - deadline)
 @trio_heartbeat.per_message  # as `serve`: one task per connection
 async def echo(conn, data):
     await conn.send(data)
+async def echo_task(conn):  # --handler task: a reader and a handler task
+    async for data in conn:
+        await conn.send(data)
+handler = echo if sys.argv[2] == "per-message" else echo_task
 async def main():
     config = trio_heartbeat.ServerConfig(timeout=float(sys.argv[1]))
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(
             lambda task_status: trio_heartbeat.serve_tcp(
-                echo, 0, host="127.0.0.1", config=config, on_disconnect=kicked,
+                handler, 0, host="127.0.0.1", config=config, on_disconnect=kicked,
                 task_status=task_status))
         print("listening on 127.0.0.1:%d" % listeners[0].socket.getsockname()[1],
               flush=True)
@@ -58,6 +64,7 @@ async def main():
             async for _ in signals:
                 print(" ".join("%.6f" % x for x in late), flush=True)
                 print(" ".join("%.6f" % x for x in cleaned), flush=True)
+                print("%.6f" % (max(read) - min(read)), flush=True)
                 nursery.cancel_scope.cancel()
 trio.run(main)
 """
@@ -119,9 +126,9 @@ async def python_clients(port: int, clients: int, kick_after: float) -> list[flo
 
 
 async def measure(
-    clients: int, kick_after: float, loadgen: str | None
-) -> tuple[list[float], list[float], list[float]]:
-    cmd = [sys.executable, "-c", SERVER, str(kick_after)]
+    clients: int, kick_after: float, loadgen: str | None, handler: str
+) -> tuple[list[float], list[float], list[float], float]:
+    cmd = [sys.executable, "-c", SERVER, str(kick_after), handler]
     process, port = start_server(cmd, True)
     try:
         if loadgen is not None:
@@ -132,10 +139,11 @@ async def measure(
         assert process.stdout is not None
         server_side = [float(x) for x in process.stdout.readline().split()]
         cleaned = [float(x) for x in process.stdout.readline().split()]
+        spread = float(process.stdout.readline())
     finally:
         process.terminate()
         process.wait(timeout=30)
-    return server_side, cleaned, lateness
+    return server_side, cleaned, lateness, spread
 
 
 def main() -> None:
@@ -147,6 +155,13 @@ def main() -> None:
         action="store_true",
         help="clients as Trio tasks in this process instead of loadgen.c",
     )
+    parser.add_argument(
+        "--handler",
+        choices=["per-message", "task"],
+        default="per-message",
+        help="the server's handler: per_message (as serve), or a task per "
+        "connection beside its reader",
+    )
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(
@@ -154,11 +169,12 @@ def main() -> None:
     )
     loadgen = None if args.python_clients else build_loadgen()
     pin(1)
-    server_side, cleaned, client_side = trio.run(
-        measure, args.clients, args.timeout, loadgen
+    server_side, cleaned, client_side, spread = trio.run(
+        measure, args.clients, args.timeout, loadgen, args.handler
     )
-    print(f"clients: {'loadgen.c' if loadgen else 'Python'}")
+    print(f"handler: {args.handler}; clients: {'loadgen.c' if loadgen else 'Python'}")
     print(f"clients kicked: {len(client_side)} of {args.clients}")
+    print(f"server: read the last PINGs over {spread * 1000:.1f} ms, first to last")
     for name, values in (
         ("server: CLOSE(1) written - (last frame + timeout)", server_side),
         ("server: cleaned up and reported - (last frame + timeout)", cleaned),

@@ -426,11 +426,12 @@ class HeartbeatConnection:
     def _set_closed(self, info: _CloseInfo) -> None:
         if self._close_info is None:
             self._close_info = info
-        if self._receive_lot is not None:
+        # Lots are falsy when nobody is parked: no unpark machinery for nothing.
+        if self._receive_lot:
             self._receive_lot.unpark_all()
-        if self._activity_lot is not None:
+        if self._activity_lot:
             self._activity_lot.unpark_all()
-        if self._space_lot is not None:
+        if self._space_lot:
             self._space_lot.unpark_all()
 
     def _closed_error(self) -> ConnectionClosed:
@@ -445,7 +446,7 @@ class HeartbeatConnection:
 
     def _mark_receive_done(self) -> None:
         self._receive_done = True
-        if self._receive_lot is not None:
+        if self._receive_lot:
             self._receive_lot.unpark_all()
         if self._reader_done_event is not None:
             self._reader_done_event.set()
@@ -712,8 +713,10 @@ class HeartbeatConnection:
 
     def _cancel(self) -> None:
         """Cancel the connection's scope on purpose (not an idle deadline)."""
-        if self._cancel_scope is not None:
-            self._cancel_scope.cancel()
+        # Checked first: a repeated cancel() still costs what the first did.
+        scope = self._cancel_scope
+        if scope is not None and not scope.cancel_called:
+            scope.cancel()
 
     async def _wait_space(self) -> None:
         if self._space_lot is None:
