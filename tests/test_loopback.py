@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import resource
+import socket
+import struct
 from collections import Counter
 from functools import partial
 
@@ -195,3 +199,43 @@ async def test_kick_cancels_a_per_message_handler_that_is_still_busy() -> None:
     assert reason is DisconnectReason.HEARTBEAT_TIMEOUT
     assert conn._cancel_scope is not None and conn._cancel_scope.cancel_called
     assert handler_cancelled.is_set()
+
+
+async def test_reset_by_the_peer_is_connection_lost_with_the_os_error() -> None:
+    ended: list[HeartbeatConnection] = []
+    done = trio.Event()
+
+    def on_disconnect(conn: HeartbeatConnection, reason: DisconnectReason) -> None:
+        ended.append(conn)
+        done.set()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(
+                partial(
+                    serve_tcp,
+                    echo_upper,
+                    0,
+                    host="127.0.0.1",
+                    on_disconnect=on_disconnect,
+                )
+            )
+            port = listeners[0].socket.getsockname()[1]
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            decoder = FrameDecoder()
+            await stream.send_all(encode(Hello({"version": 1, "interval": 20})))
+            assert isinstance(await read_frame(stream, decoder), Hello)
+            await stream.send_all(encode(Data(b"x")))
+            assert await read_frame(stream, decoder) == Data(b"X")
+            # Linger 0: close sends RST, the server's next read fails.
+            stream.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            await stream.aclose()
+            await done.wait()
+            nursery.cancel_scope.cancel()
+    (conn,) = ended
+    assert conn.disconnect_reason is DisconnectReason.CONNECTION_LOST
+    assert conn.close_error is not None
+    reset = errno.ECONNRESET
+    assert conn.close_error.reason == f"[Errno {reset}] {os.strerror(reset)}"
