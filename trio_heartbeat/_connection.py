@@ -14,6 +14,7 @@ import errno
 import logging
 import math
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -457,9 +458,9 @@ class HeartbeatConnection:
 
         Records ``info``; on a plain TCP socket whose send path is free, writes
         CLOSE (``wire`` if given, its encoding) only if the kernel takes it at
-        once, then closes the socket, which wakes every task blocked on it, and
-        returns True. Other streams (TLS, in-memory) get their CLOSE from the
-        usual bounded async path when the connection finishes.
+        once, then ends the socket and returns True: the peer gets FIN, and every
+        task blocked on the socket wakes. Other streams (TLS, in-memory) get their
+        CLOSE from the usual bounded async path when the connection finishes.
         """
         self._set_closed(info)
         stream = self._stream
@@ -482,6 +483,20 @@ class HeartbeatConnection:
             if written == len(wire):
                 self._count_sent(1, written)
         self._mark_receive_done()
+        if self._stream_closed:
+            return True
+        if self._receiving:
+            # The reader waits on the socket: shut it down rather than close
+            # it. The socket turns readable, so the reader wakes through the
+            # ordinary I/O path instead of with an exception raised through its
+            # frames, finds the connection ended, and closes the socket on its
+            # way out; the peer gets FIN after the CLOSE all the same.
+            try:
+                stream.socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # not connected any more (reset): close it below
+            else:
+                return True
         self._stream_closed = True
         stream.socket.close()
         return True
@@ -891,8 +906,8 @@ class HeartbeatConnection:
                 return True
             finally:
                 self._receiving = False
-            if self._stream_closed:
-                return False  # closed (kicked) as this read completed
+            if self._receive_done:
+                return False  # kicked or closed as this read completed
             assert data is not None
             stats.bytes_received += len(data)
             decoder.receive_data(data)
