@@ -36,7 +36,7 @@ from trio_heartbeat import Close, FrameDecoder
 # The server, with a hook that records each kick's lateness against its own
 # deadline (last frame received + timeout) and prints them when terminated.
 SERVER = """
-import logging, signal, sys, trio, trio_heartbeat
+import gc, logging, signal, sys, trio, trio_heartbeat
 logging.disable(logging.ERROR)  # as `serve --log-level ERROR`: no line per kick
 late, cleaned, read = [], [], []
 def kicked(conn, reason):
@@ -58,6 +58,8 @@ async def main():
             lambda task_status: trio_heartbeat.serve_tcp(
                 handler, 0, host="127.0.0.1", config=config, on_disconnect=kicked,
                 task_status=task_status))
+        gc.collect()  # as `serve`: startup's objects out of full collections
+        gc.freeze()
         print("listening on 127.0.0.1:%d" % listeners[0].socket.getsockname()[1],
               flush=True)
         with trio.open_signal_receiver(signal.SIGTERM) as signals:

@@ -93,7 +93,7 @@ class ServerProcess:
             await self._changed.wait()
 
     async def status(self) -> dict[str, int]:
-        """Ask for a status line (SIGUSR1) and parse ``tasks=N fds=N rss_kib=N``."""
+        """Ask for a status line (SIGUSR1) and parse its ``name=N`` fields."""
         seen = sum("status: " in line for line in self.lines)
         self.process.send_signal(signal.SIGUSR1)
         await self.wait_until(

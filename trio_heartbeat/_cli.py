@@ -6,6 +6,7 @@ The flag names are a contract that other tests and scripts rely on.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -346,6 +347,19 @@ async def echo_upper(conn: HeartbeatConnection, data: bytes) -> None:
     await conn.send(data.upper())
 
 
+def _freeze_startup_objects() -> None:
+    """Take what startup made (modules, classes, the Trio runtime: objects that
+    live as long as the process) out of the cyclic garbage collector's reach.
+
+    A full collection walks every object it tracks, and meanwhile nothing else
+    runs: no kick, no PONG. Frozen, those are skipped, and a full collection
+    walks only what connections hold: with 1,000 connections 4-5 ms instead of
+    38-46 ms. Collected first, so that nothing frozen is garbage already.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def _serve(
     config: ServerConfig,
     host: str,
@@ -374,6 +388,7 @@ async def _serve(
         except OSError as exc:
             print(f"cannot listen on {host}:{port}: {exc}", file=sys.stderr)
             return EXIT_CONNECTION
+        _freeze_startup_objects()
         # SIGUSR1 logs a status line (tasks, descriptors, memory) and goes on.
         # The handlers are in place before "listening" is printed, so whoever
         # waits for that line may signal at once.

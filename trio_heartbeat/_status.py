@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -19,8 +20,10 @@ def _count_tasks(task: trio.lowlevel.Task) -> int:
 
 
 def process_status() -> str:
-    """``tasks=N fds=N rss_kib=N``: Trio tasks alive, open descriptors, resident
-    memory. Descriptors and memory come from /proc and are left out elsewhere.
+    """``tasks=N fds=N rss_kib=N gc_frozen=N``: Trio tasks alive, open
+    descriptors, resident memory, and objects kept out of garbage collections
+    (``gc.freeze``). Descriptors and memory come from /proc and are left out
+    elsewhere.
 
     Call it from inside ``trio.run``.
     """
@@ -32,4 +35,5 @@ def process_status() -> str:
         with open("/proc/self/statm") as statm:
             pages = int(statm.read().split()[1])
         parts.append(f"rss_kib={pages * os.sysconf('SC_PAGE_SIZE') // 1024}")
+    parts.append(f"gc_frozen={gc.get_freeze_count()}")
     return " ".join(parts)
