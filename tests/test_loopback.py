@@ -173,14 +173,15 @@ async def _kick_on_tcp(
     return conn, reason
 
 
-async def test_kick_wakes_a_waiting_per_message_reader_by_closing_its_socket() -> None:
+async def test_kick_wakes_a_waiting_per_message_reader_through_its_socket() -> None:
     async def upper(conn: HeartbeatConnection, data: bytes) -> None:
         await conn.send(data.upper())
 
     conn, reason = await _kick_on_tcp(per_message(upper), encode(Data(b"hi")))
     assert reason is DisconnectReason.HEARTBEAT_TIMEOUT
-    # The reader was blocked on the socket: closing it ended the reader, so
-    # the kick had nothing to cancel.
+    # The reader was blocked on the socket: shutting it down (the client read
+    # CLOSE, then EOF) woke the reader, which ended by itself, so the kick had
+    # nothing to cancel.
     assert conn._cancel_scope is not None
     assert not conn._cancel_scope.cancel_called
     assert conn.stats.frames_sent == 3  # HELLO, DATA "HI", CLOSE

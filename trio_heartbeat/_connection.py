@@ -485,12 +485,15 @@ class HeartbeatConnection:
         self._mark_receive_done()
         if self._stream_closed:
             return True
-        if self._receiving:
-            # The reader waits on the socket: shut it down rather than close
-            # it. The socket turns readable, so the reader wakes through the
-            # ordinary I/O path instead of with an exception raised through its
-            # frames, finds the connection ended, and closes the socket on its
-            # way out; the peer gets FIN after the CLOSE all the same.
+        if self._receiving and self._on_data is not None:
+            # A per-message reader waits on the socket, the one task to end:
+            # shut the socket down rather than close it. It turns readable, so
+            # the reader wakes through the ordinary I/O path instead of with an
+            # exception raised through its frames, finds the connection ended,
+            # and closes the socket on its way out; the peer gets FIN after the
+            # CLOSE all the same. (Where a handler task must be cancelled too,
+            # closing wakes the reader first, which spares the cancel an abort
+            # of its wait.)
             try:
                 stream.socket.shutdown(socket.SHUT_RDWR)
             except OSError:

@@ -391,9 +391,9 @@ class _Server:
             )
         else:
             closed = conn._close_now(self._timeout_info, self._timeout_wire)
-        # A per-message reader blocked on the socket was woken by its closing
-        # and ends by itself; cancelling costs as much again (Trio records who
-        # cancelled), so only what the closing cannot reach is cancelled.
+        # A per-message reader blocked on the socket is woken by the socket's
+        # end and ends by itself; cancelling would cost as much again (Trio
+        # records who cancelled), so only what that cannot reach is cancelled.
         if not (closed and conn._receiving and conn._on_data is not None):
             conn._cancel()
 
