@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -501,14 +502,16 @@ def ratios_of(runs: list[dict[str, Any]]) -> list[str]:
             lines.append(f"  kb_per_idle_connection at {n}: {kb} vs {base} ({ratio})")
     workers = by.get("trio_heartbeat-2-workers")
     if workers is not None:
-        ratio = float(workers["max_heartbeats_per_s"]) / float(
+        scaling = float(workers["max_heartbeats_per_s"]) / float(
             ours["max_heartbeats_per_s"]
         )
-        lines.append(f"2 workers / 1 worker, max_heartbeats_per_s: {ratio:.2f}x")
+        lines.append(f"2 workers / 1 worker, max_heartbeats_per_s: {scaling:.2f}x")
     return lines
 
 
-COLUMNS = [
+Run = dict[str, Any]
+
+COLUMNS: list[tuple[str, Callable[[Run], Any]]] = [
     ("KB/idle conn, 1k", lambda r: r["kb_per_idle_connection"].get("1000", "")),
     ("KB/idle conn, 10k", lambda r: r["kb_per_idle_connection"].get("10000", "")),
     ("idle CPU %", lambda r: next(v for k, v in r.items() if k.startswith("idle_"))),
@@ -530,7 +533,7 @@ def rst_table(runs: list[dict[str, Any]]) -> str:
 
 def svg_chart(runs: list[dict[str, Any]]) -> str:
     """Two bar charts side by side: CPU per heartbeat and memory per connection."""
-    panels = [
+    panels: list[tuple[str, Callable[[Run], float]]] = [
         ("server CPU per heartbeat (µs)", lambda r: float(r["cpu_us_per_heartbeat"])),
         (
             "memory per idle connection at 10k (KB)",
