@@ -88,6 +88,27 @@ static void handshake(int fd, const char *mode) {
     }
 }
 
+/* Opens CONNECTIONS to 127.0.0.1:PORT, each through HANDSHAKE, then
+ * non-blocking and in EP (epoll data: its index). Returns their descriptors. */
+static int *open_connections(int port, int conns, const char *mode, int ep) {
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int *fds = calloc((size_t)conns, sizeof(int));
+    for (int i = 0; i < conns; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0) die("socket");
+        if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) die("connect");
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        handshake(fd, mode);
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll_ctl");
+        fds[i] = fd;
+    }
+    return fds;
+}
+
 /* A frame parser fed byte by byte: type, LEB128 length, payload skipped. */
 struct parser {
     int state; /* 0: type byte next, 1: length bytes, 2: payload */
@@ -118,25 +139,11 @@ static int parse_byte(struct parser *p, unsigned char byte) {
 }
 
 static int silent(int port, int conns, double timeout) {
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int *fds = calloc((size_t)conns, sizeof(int));
     double *sent = calloc((size_t)conns, sizeof(double));
     double *late = calloc((size_t)conns, sizeof(double));
     struct parser *parsers = calloc((size_t)conns, sizeof(struct parser));
     int ep = epoll_create1(0);
-    for (int i = 0; i < conns; i++) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        if (fd < 0) die("socket");
-        if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) die("connect");
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        handshake(fd, "framed");
-        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
-        if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll_ctl");
-        fds[i] = fd;
-    }
+    int *fds = open_connections(port, conns, "framed", ep);
     for (int i = 0; i < conns; i++) {
         sent[i] = now();
         write_all(fds[i], "\x03\x00", 2);
@@ -195,27 +202,13 @@ int main(int argc, char **argv) {
     for (int p = 1; p < pipeline; p++) memcpy(batch + p * ping_size, batch, ping_size);
     size_t batch_size = ping_size * (size_t)pipeline, batch_reply = reply * pipeline;
 
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int *fds = calloc((size_t)conns, sizeof(int));
     size_t *pending = calloc((size_t)conns, sizeof(size_t)); /* reply bytes owed */
     int websocket = strcmp(mode, "http") == 0;
     /* WebSocket: per connection, the bytes of a control frame not yet complete. */
     unsigned char (*partial)[130] = calloc((size_t)conns, sizeof(*partial));
     size_t *partial_size = calloc((size_t)conns, sizeof(size_t));
     int ep = epoll_create1(0);
-    for (int i = 0; i < conns; i++) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        if (fd < 0) die("socket");
-        if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) die("connect");
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        handshake(fd, mode);
-        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
-        if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll_ctl");
-        fds[i] = fd;
-    }
+    int *fds = open_connections(port, conns, mode, ep);
     long long replies = 0;
     double start = now(), end = start + seconds;
     for (int i = 0; i < conns; i++) {

@@ -8,7 +8,10 @@ import resource
 import socket
 import struct
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
+from typing import Any
 
 import trio
 
@@ -44,6 +47,29 @@ async def read_frame(stream: trio.SocketStream, decoder: FrameDecoder) -> Frame 
     return frame
 
 
+@asynccontextmanager
+async def tcp_server(handler: Any, **options: Any) -> AsyncIterator[int]:
+    """serve_tcp(handler, **options) on 127.0.0.1, port 0: yields the port."""
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            partial(serve_tcp, handler, 0, host="127.0.0.1", **options)
+        )
+        yield listeners[0].socket.getsockname()[1]
+        nursery.cancel_scope.cancel()
+
+
+async def raw_client(
+    port: int, interval: float
+) -> tuple[trio.SocketStream, FrameDecoder, Hello]:
+    """A framed client past its handshake, and the server's HELLO."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    decoder = FrameDecoder()
+    await stream.send_all(encode(Hello({"version": 1, "interval": interval})))
+    answer = await read_frame(stream, decoder)
+    assert isinstance(answer, Hello)
+    return stream, decoder, answer
+
+
 async def test_thousand_concurrent_clients() -> None:
     clients = 1000
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -67,26 +93,13 @@ async def test_thousand_concurrent_clients() -> None:
             all_connected.set()
 
     with trio.fail_after(120):
-        async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(
-                partial(
-                    serve_tcp,
-                    echo_upper,
-                    0,
-                    host="127.0.0.1",
-                    on_connect=on_connect,
-                    on_disconnect=on_disconnect,
-                )
-            )
-            port = listeners[0].socket.getsockname()[1]
+        async with tcp_server(
+            echo_upper, on_connect=on_connect, on_disconnect=on_disconnect
+        ) as port:
 
             async def client(i: int) -> None:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
+                stream, decoder, answer = await raw_client(port, 20)
                 async with stream:
-                    decoder = FrameDecoder()
-                    await stream.send_all(encode(Hello({"version": 1, "interval": 20})))
-                    answer = await read_frame(stream, decoder)
-                    assert isinstance(answer, Hello)
                     assert answer.fields["interval"] == 20
                     # Hold every connection open at once before the exchange.
                     await all_connected.wait()
@@ -105,17 +118,12 @@ async def test_thousand_concurrent_clients() -> None:
                 for i in range(clients):
                     clients_nursery.start_soon(client, i)
             await all_disconnected.wait()
-            nursery.cancel_scope.cancel()
     assert reasons == {DisconnectReason.CLOSED_BY_PEER: clients}
 
 
 async def test_library_client_over_tcp() -> None:
     with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(
-                partial(serve_tcp, echo_upper, 0, host="127.0.0.1")
-            )
-            port = listeners[0].socket.getsockname()[1]
+        async with tcp_server(echo_upper) as port:
             config = ClientConfig(interval=1, retry_interval=1)
             async with open_connection("127.0.0.1", port, config=config) as conn:
                 assert conn.peer == f"127.0.0.1:{port}"
@@ -125,7 +133,6 @@ async def test_library_client_over_tcp() -> None:
                 await trio.sleep(0.2)
                 assert conn.stats.pongs_received == 1
                 assert conn.rtt.srtt is not None and 0 <= conn.rtt.srtt < 0.2
-            nursery.cancel_scope.cancel()
 
 
 async def _kick_on_tcp(
@@ -143,31 +150,20 @@ async def _kick_on_tcp(
 
     config = ServerConfig(timeout=0.4, min_interval=0.2)
     with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(
-                partial(
-                    serve_tcp,
-                    on_data,
-                    0,
-                    host="127.0.0.1",
-                    config=config,
-                    on_connect=connected.append,
-                    on_disconnect=on_disconnect,
-                )
-            )
-            port = listeners[0].socket.getsockname()[1]
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with tcp_server(
+            on_data,
+            config=config,
+            on_connect=connected.append,
+            on_disconnect=on_disconnect,
+        ) as port:
+            stream, decoder, _ = await raw_client(port, 0.2)
             async with stream:
-                decoder = FrameDecoder()
-                await stream.send_all(encode(Hello({"version": 1, "interval": 0.2})))
-                assert isinstance(await read_frame(stream, decoder), Hello)
                 await stream.send_all(send_first)
                 frames = []
                 while (frame := await read_frame(stream, decoder)) is not None:
                     frames.append(frame)
                 assert frames[-1] == Close(1, "no frame for 0.4 s")
             await done.wait()
-            nursery.cancel_scope.cancel()
     (conn,) = connected
     (reason,) = ended
     return conn, reason
@@ -211,21 +207,8 @@ async def test_reset_by_the_peer_is_connection_lost_with_the_os_error() -> None:
         done.set()
 
     with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(
-                partial(
-                    serve_tcp,
-                    echo_upper,
-                    0,
-                    host="127.0.0.1",
-                    on_disconnect=on_disconnect,
-                )
-            )
-            port = listeners[0].socket.getsockname()[1]
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            decoder = FrameDecoder()
-            await stream.send_all(encode(Hello({"version": 1, "interval": 20})))
-            assert isinstance(await read_frame(stream, decoder), Hello)
+        async with tcp_server(echo_upper, on_disconnect=on_disconnect) as port:
+            stream, decoder, _ = await raw_client(port, 20)
             await stream.send_all(encode(Data(b"x")))
             assert await read_frame(stream, decoder) == Data(b"X")
             # Linger 0: close sends RST, the server's next read fails.
@@ -234,7 +217,6 @@ async def test_reset_by_the_peer_is_connection_lost_with_the_os_error() -> None:
             )
             await stream.aclose()
             await done.wait()
-            nursery.cancel_scope.cancel()
     (conn,) = ended
     assert conn.disconnect_reason is DisconnectReason.CONNECTION_LOST
     assert conn.close_error is not None

@@ -200,6 +200,18 @@ def describe_peer(stream: trio.abc.Stream) -> str:
     return str(address) or "<unix socket>"
 
 
+def _read_ready(sock: trio.socket.SocketType) -> bytes | None:
+    """What the socket holds (b"" at its end), or None if nothing yet.
+
+    A plain function: nothing of it stays alive while the reader waits. The
+    descriptor is looked up on each call: -1 (EBADF) once the socket is closed.
+    """
+    try:
+        return os.read(sock.fileno(), RECEIVE_SIZE)
+    except BlockingIOError:
+        return None
+
+
 def _pong_wire(out: list[bytes], empty: int) -> bytes:
     """One read's PONGs as one write: ``out`` in order, then ``empty`` empty ones."""
     if not out:
@@ -458,14 +470,18 @@ class HeartbeatConnection:
 
         Records ``info``; on a plain TCP socket whose send path is free, writes
         CLOSE (``wire`` if given, its encoding) only if the kernel takes it at
-        once, then ends the socket and returns True: the peer gets FIN, and every
-        task blocked on the socket wakes. Other streams (TLS, in-memory) get their
-        CLOSE from the usual bounded async path when the connection finishes.
+        once, then ends the socket: the peer gets FIN, and every task blocked on
+        the socket wakes. Other streams (TLS, in-memory) get their CLOSE from the
+        usual bounded async path when the connection finishes.
+
+        Returns True when that leaves nothing to cancel: a per-message reader
+        blocked on the socket, the connection's one task, ends by itself.
         """
         self._set_closed(info)
         stream = self._stream
         if type(stream) is not trio.SocketStream or sys.platform == "win32":
             return False
+        ends_by_itself = self._receiving and self._on_data is not None
         if (
             info.code is not None
             and not (self._close_sent or self._send_interrupted or self._stream_closed)
@@ -484,10 +500,9 @@ class HeartbeatConnection:
                 self._count_sent(1, written)
         self._mark_receive_done()
         if self._stream_closed:
-            return True
-        if self._receiving and self._on_data is not None:
-            # A per-message reader waits on the socket, the one task to end:
-            # shut the socket down rather than close it. It turns readable, so
+            return ends_by_itself
+        if ends_by_itself:
+            # Shut the socket down rather than close it. It turns readable, so
             # the reader wakes through the ordinary I/O path instead of with an
             # exception raised through its frames, finds the connection ended,
             # and closes the socket on its way out; the peer gets FIN after the
@@ -502,7 +517,7 @@ class HeartbeatConnection:
                 return True
         self._stream_closed = True
         stream.socket.close()
-        return True
+        return ends_by_itself
 
     async def _shut_stream(self) -> None:
         self._mark_receive_done()
@@ -873,26 +888,20 @@ class HeartbeatConnection:
             while len(received) >= self._receive_buffer and not self._stream_closed:
                 await self._wait_space()
             self._receiving = True
+            data: bytes | bytearray | None
             try:
                 if sock is None:
                     data = await stream.receive_some(RECEIVE_SIZE)
                 else:
                     # Trio's own sequence: a read that succeeds at once is
-                    # followed by a schedule point; else wait, then read. The
-                    # descriptor is looked up on every read: -1 once closed.
+                    # followed by a schedule point; else wait, then read.
                     await trio.lowlevel.checkpoint_if_cancelled()
-                    try:
-                        data = os.read(sock.fileno(), RECEIVE_SIZE)
-                    except BlockingIOError:
-                        data = None
-                    else:
+                    data = _read_ready(sock)
+                    if data is not None:
                         await trio.lowlevel.cancel_shielded_checkpoint()
-                    while data is None:
+                    while data is None:  # readable, then maybe not: wait again
                         await trio.lowlevel.wait_readable(sock)
-                        try:
-                            data = os.read(sock.fileno(), RECEIVE_SIZE)
-                        except BlockingIOError:
-                            continue  # readable, then not: wait again
+                        data = _read_ready(sock)
             except trio.ClosedResourceError:
                 return False  # we closed it
             except (trio.BrokenResourceError, OSError) as exc:

@@ -380,7 +380,7 @@ class _Server:
             # The reader has been stuck sending PONGs since the last frame it
             # read: the client floods or stopped reading. The send in progress
             # may leave a partial frame, so no CLOSE can follow.
-            closed = conn._close_now(
+            alone = conn._close_now(
                 _CloseInfo(
                     None,
                     f"PONGs unread for {self.config.timeout:g} s: "
@@ -390,11 +390,10 @@ class _Server:
                 )
             )
         else:
-            closed = conn._close_now(self._timeout_info, self._timeout_wire)
-        # A per-message reader blocked on the socket is woken by the socket's
-        # end and ends by itself; cancelling would cost as much again (Trio
-        # records who cancelled), so only what that cannot reach is cancelled.
-        if not (closed and conn._receiving and conn._on_data is not None):
+            alone = conn._close_now(self._timeout_info, self._timeout_wire)
+        # Cancelling costs as much as the rest of a kick (Trio records who
+        # cancelled): skipped where the socket's end already ends everything.
+        if not alone:
             conn._cancel()
 
     @staticmethod
