@@ -103,5 +103,8 @@ class RawPeer:
             self.decoder.receive_data(await self.stream.receive_some(65536))
 
     async def expect_eof(self) -> None:
+        """The peer's stream ends here; then this side closes too (as a client
+        does once the server is done), which ends the server's wait for it."""
         frame = await self.receive_or_eof()
         assert frame is None, f"expected EOF, got {frame!r}"
+        await self.stream.aclose()

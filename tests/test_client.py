@@ -126,17 +126,42 @@ async def test_ping_schedule_on_an_idle_link(autojump_clock: Any) -> None:
         assert [t - start for t in script.times(Ping)] == [25, 50, 75, 100]
 
 
-async def test_no_ping_while_the_application_sends(autojump_clock: Any) -> None:
+async def test_no_ping_while_traffic_flows_both_ways(autojump_clock: Any) -> None:
+    listener = MemoryListener()
     async with trio.open_nursery() as nursery:
-        stream, script = await start_scripted(nursery)
-        start = trio.current_time()
-        async with connect_stream(stream) as conn:
+        await nursery.start(serve_listeners, echo, [listener])
+        async with connect_stream(await listener.connect()) as conn:
+            start = trio.current_time()
             for _ in range(10):
                 await trio.sleep(20)
                 await conn.send(b"busy")
-            await trio.sleep(26)
-        # Last DATA at 200; the first PING is due 25 s after it.
-        assert [t - start for t in script.times(Ping)] == [225]
+                assert await conn.receive() == b"BUSY"
+            assert conn.stats.pings_sent == 0
+            # Last exchange at 200; the first PING is due 25 s after it.
+            await trio.sleep(24.9)
+            assert conn.stats.pings_sent == 0
+            await trio.sleep(0.1)
+            await trio.testing.wait_all_tasks_blocked()
+            assert conn.stats.pings_sent == 1
+            assert conn.stats.last_sent - start == 225
+        nursery.cancel_scope.cancel()
+
+
+async def test_sending_is_no_proof_that_the_server_is_there(
+    autojump_clock: Any,
+) -> None:
+    """A chatty client whose server reads but never answers: it PINGs once
+    nothing was received for ``interval``, although it never stops sending."""
+    async with trio.open_nursery() as nursery:
+        stream, script = await start_scripted(nursery)  # answers PINGs only
+        start = trio.current_time()
+        async with connect_stream(stream) as conn:
+            for _ in range(20):
+                await trio.sleep(5)
+                await conn.send(b"busy")
+            await trio.sleep(1)
+        # Every 25 s since the HELLO (the last thing received, then each PONG).
+        assert [t - start for t in script.times(Ping)] == [25, 50, 75, 100]
 
 
 async def test_received_data_does_not_delay_pings(autojump_clock: Any) -> None:
@@ -352,10 +377,23 @@ async def test_refusal_during_handshake(autojump_clock: Any) -> None:
 
 async def test_handshake_timeout(autojump_clock: Any) -> None:
     client_stream, server_stream = trio.testing.memory_stream_pair()
+    peer = RawPeer(server_stream)
     start = trio.current_time()
-    with pytest.raises(ConnectionClosed) as info:
-        async with connect_stream(client_stream):
-            pytest.fail("body ran")
+    async with trio.open_nursery() as nursery:
+
+        @nursery.start_soon
+        async def silent_server() -> None:
+            assert isinstance(await peer.receive(), Hello)
+            # Never answers; at 10 s the client gives up with CLOSE(7).
+            assert await peer.receive() == Close(
+                7, "no HELLO from the server within 10 s"
+            )
+            assert trio.current_time() - start == 10
+            await peer.expect_eof()  # FIN after it; then this side closes
+
+        with pytest.raises(ConnectionClosed) as info:
+            async with connect_stream(client_stream):
+                pytest.fail("body ran")
     assert trio.current_time() - start == 10
     assert info.value.disconnect_reason is DisconnectReason.HANDSHAKE_FAILED
     assert info.value.reason == "no HELLO from the server within 10 s"

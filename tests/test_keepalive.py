@@ -26,7 +26,7 @@ from trio_heartbeat import (
     open_connection,
     serve_tcp,
 )
-from trio_heartbeat._cli import _build_parser, _keepalive_from
+from trio_heartbeat._cli._options import build_parser, keepalive_from
 
 from . import netns
 
@@ -95,18 +95,18 @@ def test_keepalive_config_validation_and_auto() -> None:
 
 
 def test_cli_flags_build_the_config() -> None:
-    parser = _build_parser()
+    parser = build_parser()
     for command in ("serve", "connect"):
         args = parser.parse_args(
             [command, "--keepalive-idle", "10", "--keepalive-interval", "2",
              "--keepalive-count", "3", "--user-timeout", "auto"]
         )  # fmt: skip
-        assert _keepalive_from(args) == KeepaliveConfig(
+        assert keepalive_from(args) == KeepaliveConfig(
             idle=10, interval=2, count=3, user_timeout=AUTO
         )
-        assert _keepalive_from(parser.parse_args([command])) is None
+        assert keepalive_from(parser.parse_args([command])) is None
     args = parser.parse_args(["serve", "--user-timeout", "4.5"])
-    assert _keepalive_from(args) == KeepaliveConfig(user_timeout=4.5)
+    assert keepalive_from(args) == KeepaliveConfig(user_timeout=4.5)
 
 
 @linux_only

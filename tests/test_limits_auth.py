@@ -46,12 +46,11 @@ async def hello_over_tcp(port: int, local: str) -> tuple[trio.SocketStream, Any]
 
 async def test_max_connections_per_ip() -> None:
     reasons: list[DisconnectReason] = []
-    left = trio.Event()
+    refused, left = trio.Event(), trio.Event()
 
     def on_disconnect(conn: HeartbeatConnection, reason: DisconnectReason) -> None:
         reasons.append(reason)
-        if len(reasons) == 2:
-            left.set()
+        (refused if len(reasons) == 1 else left).set()
 
     config = ServerConfig(max_connections_per_ip=2)
     with trio.fail_after(10):
@@ -68,10 +67,12 @@ async def test_max_connections_per_ip() -> None:
             third, c = await hello_over_tcp(port, "127.0.0.1")
             assert isinstance(a, Hello) and isinstance(b, Hello)
             assert c == Close(6, "too many connections from 127.0.0.1 (2)")
+            await third.aclose()  # the refused client goes; the server is done
+            await refused.wait()
+            assert reasons == [DisconnectReason.SERVER_FULL]
             # Another address (127.0.0.2 is loopback too) is not affected.
             other, d = await hello_over_tcp(port, "127.0.0.2")
             assert isinstance(d, Hello)
-            assert reasons == [DisconnectReason.SERVER_FULL]
             # When one leaves, there is room again.
             await first.aclose()
             await left.wait()

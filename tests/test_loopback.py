@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import resource
 import socket
 import struct
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
@@ -169,17 +170,35 @@ async def _kick_on_tcp(
     return conn, reason
 
 
+@contextlib.contextmanager
+def _cancels() -> Iterator[list[HeartbeatConnection]]:
+    """Records the connections whose work the server cancels (kicks that
+    cannot end a connection through its socket alone)."""
+    calls: list[HeartbeatConnection] = []
+    original = HeartbeatConnection.cancel
+
+    def spy(conn: HeartbeatConnection) -> None:
+        calls.append(conn)
+        original(conn)
+
+    HeartbeatConnection.cancel = spy  # type: ignore[method-assign]
+    try:
+        yield calls
+    finally:
+        HeartbeatConnection.cancel = original  # type: ignore[method-assign]
+
+
 async def test_kick_wakes_a_waiting_per_message_reader_through_its_socket() -> None:
     async def upper(conn: HeartbeatConnection, data: bytes) -> None:
         await conn.send(data.upper())
 
-    conn, reason = await _kick_on_tcp(per_message(upper), encode(Data(b"hi")))
+    with _cancels() as cancelled:
+        conn, reason = await _kick_on_tcp(per_message(upper), encode(Data(b"hi")))
     assert reason is DisconnectReason.HEARTBEAT_TIMEOUT
-    # The reader was blocked on the socket: shutting it down (the client read
-    # CLOSE, then EOF) woke the reader, which ended by itself, so the kick had
-    # nothing to cancel.
-    assert conn._cancel_scope is not None
-    assert not conn._cancel_scope.cancel_called
+    # The reader was blocked on the socket: the kick wrote CLOSE and FIN; the
+    # client's answer (its end of stream) woke the reader, which ended by
+    # itself, so the kick had nothing to cancel.
+    assert cancelled == []
     assert conn.stats.frames_sent == 3  # HELLO, DATA "HI", CLOSE
 
 
@@ -192,9 +211,10 @@ async def test_kick_cancels_a_per_message_handler_that_is_still_busy() -> None:
         finally:
             handler_cancelled.set()
 
-    conn, reason = await _kick_on_tcp(per_message(stuck), encode(Data(b"hi")))
+    with _cancels() as cancelled:
+        conn, reason = await _kick_on_tcp(per_message(stuck), encode(Data(b"hi")))
     assert reason is DisconnectReason.HEARTBEAT_TIMEOUT
-    assert conn._cancel_scope is not None and conn._cancel_scope.cancel_called
+    assert cancelled == [conn]
     assert handler_cancelled.is_set()
 
 

@@ -20,11 +20,8 @@ from ._config import KeepaliveConfig as KeepaliveConfig
 from ._config import Negotiated as Negotiated
 from ._config import ServerConfig as ServerConfig
 from ._config import negotiate as negotiate
-from ._connection import ConnectionClosed as ConnectionClosed
 from ._connection import ConnectionStats as ConnectionStats
-from ._connection import DisconnectReason as DisconnectReason
 from ._connection import HeartbeatConnection as HeartbeatConnection
-from ._connection import HeartbeatTimeout as HeartbeatTimeout
 from ._idle import IdleWatchdog as IdleWatchdog
 from ._idle import idle_timeout as idle_timeout
 from ._keepalive import configure_keepalive as configure_keepalive
@@ -60,6 +57,17 @@ from ._server import PerMessage as PerMessage
 from ._server import per_message as per_message
 from ._server import serve_listeners as serve_listeners
 from ._server import serve_tcp as serve_tcp
+from ._session import CloseInfo as CloseInfo
+from ._session import ConnectionClosed as ConnectionClosed
+from ._session import DisconnectReason as DisconnectReason
+from ._session import EndOfStream as EndOfStream
+from ._session import Established as Established
+from ._session import HeartbeatTimeout as HeartbeatTimeout
+from ._session import HelloReceived as HelloReceived
+from ._session import ProtocolFailure as ProtocolFailure
+from ._session import Role as Role
+from ._session import Session as Session
+from ._session import SessionState as SessionState
 
 __all__ = [
     "AUTO",
@@ -69,6 +77,7 @@ __all__ = [
     "Backoff",
     "ClientConfig",
     "Close",
+    "CloseInfo",
     "CloseCode",
     "ConnectionAttempt",
     "ConnectionClosed",
@@ -76,6 +85,8 @@ __all__ = [
     "Data",
     "DecoderFailedError",
     "DisconnectReason",
+    "EndOfStream",
+    "Established",
     "FrameDecoder",
     "FrameTooLargeError",
     "FrameType",
@@ -83,6 +94,7 @@ __all__ = [
     "HeartbeatConnection",
     "HeartbeatTimeout",
     "Hello",
+    "HelloReceived",
     "IdleWatchdog",
     "InvalidCloseError",
     "InvalidHelloError",
@@ -95,10 +107,14 @@ __all__ = [
     "Ping",
     "Pong",
     "ProtocolError",
+    "ProtocolFailure",
     "Reconnector",
     "RemoteProtocolError",
+    "Role",
     "RttEstimator",
     "ServerConfig",
+    "Session",
+    "SessionState",
     "TruncatedFrameError",
     "UnknownFrameTypeError",
     "VarintTooLongError",

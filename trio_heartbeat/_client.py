@@ -1,9 +1,7 @@
 """The client: HELLO handshake, the heartbeat retry loop, and reconnecting.
 
-The retry rule, exactly: PING when nothing was *sent* for ``interval``; if
-nothing at all is *received* within ``retry_interval`` after it, resend; after
-``retries`` unanswered resends (``retries + 1`` PINGs) the server is declared
-dead at first PING + (retries + 1) x retry_interval.
+The retry rule lives in ``_schedule.py`` (sans-IO, shared with the legacy
+client); this module runs it beside the application with Trio.
 """
 
 from __future__ import annotations
@@ -22,16 +20,20 @@ import attrs
 import trio
 
 from ._backoff import Backoff
-from ._config import ClientConfig, HandshakeError, Negotiated
-from ._connection import (
+from ._config import ClientConfig, Negotiated
+from ._connection import HeartbeatConnection
+from ._groups import unwrap
+from ._keepalive import apply_keepalive
+from ._protocol import PROTOCOL_VERSION, CloseCode
+from ._schedule import Action, RetrySchedule
+from ._session import (
+    CloseInfo,
     ConnectionClosed,
     DisconnectReason,
-    HeartbeatConnection,
     HeartbeatTimeout,
-    _CloseInfo,
+    Role,
+    Session,
 )
-from ._keepalive import apply_keepalive
-from ._protocol import PROTOCOL_VERSION, CloseCode, RemoteProtocolError
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -71,39 +73,39 @@ def _hello_fields(config: ClientConfig) -> dict[str, Any]:
     return fields
 
 
-def _handshake_failure(
-    reason: str, code: int = CloseCode.HANDSHAKE_FAILED
-) -> _CloseInfo:
-    return _CloseInfo(code, reason, False, DisconnectReason.HANDSHAKE_FAILED)
+def _new_connection(
+    stream: trio.abc.Stream, config: ClientConfig, on_pong: OnPong | None
+) -> HeartbeatConnection:
+    return HeartbeatConnection(
+        stream,
+        session=Session(Role.CLIENT, max_frame_size=config.max_frame_size),
+        close_timeout=config.close_timeout,
+        on_pong=on_pong,
+    )
 
 
 async def _handshake(conn: HeartbeatConnection, config: ClientConfig) -> Negotiated:
-    """Send HELLO, adopt the server's answer. Closes the connection on failure."""
+    """Send HELLO, adopt the server's answer; on failure, end the connection
+    (CLOSE 7 where it is ours to send) and raise :class:`ConnectionClosed`."""
     apply_keepalive(conn.stream, config.keepalive, config.detection_bound)
-    failure: _CloseInfo
     try:
         with trio.move_on_after(config.handshake_timeout):
-            await conn._send_hello(_hello_fields(config))
-            hello = await conn._receive_hello()
-            negotiated = Negotiated.from_hello(hello.fields)
-            conn.negotiated = negotiated
-            conn.peer_max_frame_size = negotiated.max_frame_size
-            return negotiated
-        failure = _handshake_failure(
-            f"no HELLO from the server within {config.handshake_timeout:g} s"
+            return await conn.handshake(_hello_fields(config))
+        conn.session.record(
+            CloseInfo(
+                CloseCode.HANDSHAKE_FAILED,
+                f"no HELLO from the server within {config.handshake_timeout:g} s",
+                False,
+                DisconnectReason.HANDSHAKE_FAILED,
+            )
         )
-    except HandshakeError as exc:
-        failure = _handshake_failure(str(exc))
-    except RemoteProtocolError as exc:
-        failure = _CloseInfo(exc.code, str(exc), False, DisconnectReason.PROTOCOL_ERROR)
+    except ConnectionClosed:
+        pass  # the reason is recorded on the session
     except BaseException:
-        await conn._shut_stream()
+        await conn.close_stream()
         raise
-    conn._set_closed(failure)
-    await conn._send_close_and_shut(
-        failure.code if failure.code is not None else CloseCode.NORMAL, failure.reason
-    )
-    raise failure.error()
+    await conn.end(CloseCode.HANDSHAKE_FAILED, "", DisconnectReason.HANDSHAKE_FAILED)
+    raise conn.session.error()
 
 
 async def _heartbeat_loop(
@@ -113,74 +115,54 @@ async def _heartbeat_loop(
     ping_payload: PingPayload | None,
     rng: random.Random,
 ) -> None:
-    stats = conn.stats
-    interval = negotiated.interval
+    """Run the retry rule until the connection ends or the server is dead."""
     # Never PING closer together than the server allows.
-    retry_interval = max(config.retry_interval, negotiated.min_interval)
-    retries = config.retries
+    schedule = RetrySchedule(
+        negotiated.interval,
+        max(config.retry_interval, negotiated.min_interval),
+        config.retries,
+        jitter=config.jitter,
+        rng=rng,
+    )
     try:
         while True:
-            # Idle phase: only the sent side counts. Data we send is itself proof
-            # of liveness for the server, so no PING is due while we send.
-            wait = interval
-            if config.jitter:
-                wait *= 1 + rng.uniform(-config.jitter, config.jitter)
-            # The deadline moves whenever something is sent, so re-check it on
-            # waking; no task is woken per send.
-            while (due := stats.last_sent + wait) > trio.current_time():  # noqa: ASYNC110
-                await trio.sleep_until(due)
-
-            first_ping = trio.current_time()
-            answered_after = stats.frames_received
-            for attempt in range(retries + 1):
-                if attempt:
-                    logger.info(
-                        "no answer from %s: resending PING (%d of %d)",
-                        conn.peer,
-                        attempt,
-                        retries,
-                    )
-                # Bounded by the attempt's deadline, sending included: a send
-                # stuck behind a blocked DATA frame (a dead peer's full window)
-                # must not hold up the verdict.
-                with trio.move_on_at(first_ping + (attempt + 1) * retry_interval):
-                    payload = ping_payload() if ping_payload is not None else b""
-                    await conn._send_ping(payload, resend=attempt > 0)
-                    while stats.frames_received == answered_after:
-                        await conn._wait_activity()
-                        if conn.closed:
-                            return
-                if stats.frames_received != answered_after:
-                    break  # any frame is an answer
-            else:
-                verdict = (retries + 1) * retry_interval
+            action = schedule.poll(
+                trio.current_time(), conn.last_sent, conn.last_received
+            )
+            if action is Action.DEAD:
+                verdict = schedule.verdict_after
                 logger.warning(
                     "server %s declared dead: %d PINGs unanswered over %g s",
                     conn.peer,
-                    retries + 1,
+                    config.retries + 1,
                     verdict,
                 )
-                await conn._abort(
-                    _CloseInfo(
+                await conn.abort(
+                    CloseInfo(
                         None,
-                        f"{retries + 1} PINGs unanswered over {verdict:g} s",
+                        f"{config.retries + 1} PINGs unanswered over {verdict:g} s",
                         False,
                         DisconnectReason.HEARTBEAT_TIMEOUT,
                         HeartbeatTimeout,
                     )
                 )
                 return
+            if action is not Action.NOTHING:
+                if action is Action.RESEND:
+                    logger.info("no answer from %s: resending PING", conn.peer)
+                # Bounded by the attempt's deadline, sending included: a send
+                # stuck behind a blocked DATA frame (a dead peer's full window)
+                # must not hold up the verdict.
+                with trio.move_on_at(schedule.attempt_deadline()):
+                    payload = ping_payload() if ping_payload is not None else b""
+                    await conn.send_heartbeat(payload, resend=action is Action.RESEND)
+            # The idle deadline moves whenever something is sent or received,
+            # so poll() re-checks on waking; no task is woken per send.
+            await trio.sleep_until(
+                schedule.next_wakeup(conn.last_sent, conn.last_received)
+            )
     except ConnectionClosed:
         return  # the connection ended some other way; its reason is recorded
-
-
-def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """A nursery wraps even a single exception; give callers the exception itself."""
-    if len(group.exceptions) == 1 and not isinstance(
-        group.exceptions[0], BaseExceptionGroup
-    ):
-        return group.exceptions[0]
-    return group
 
 
 @asynccontextmanager
@@ -200,21 +182,21 @@ async def _run_connected(
     body_scope = trio.CancelScope()
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(conn._run_reader)
+            nursery.start_soon(conn.run_reader)
             if config.enabled:
                 nursery.start_soon(
                     _heartbeat_loop, conn, config, negotiated, ping_payload, rng
                 )
             try:
                 with body_scope:
-                    conn._cancel_scope = body_scope
+                    conn.bind_scope(body_scope)
                     yield conn
             finally:
-                conn._cancel_scope = None
+                conn.bind_scope(None)
                 await conn.aclose()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        raise _unwrap(group) from None
+        raise unwrap(group) from None
     if body_scope.cancelled_caught:
         error = conn.close_error
         assert error is not None
@@ -241,12 +223,7 @@ async def connect_stream(
     :class:`HeartbeatTimeout` if the server is declared dead.
     """
     config = config or ClientConfig()
-    conn = HeartbeatConnection(
-        stream,
-        max_frame_size=config.max_frame_size,
-        close_timeout=config.close_timeout,
-        on_pong=on_pong,
-    )
+    conn = _new_connection(stream, config, on_pong)
     negotiated = await _handshake(conn, config)
     async with _run_connected(
         conn, config, negotiated, ping_payload, rng or random.Random()
@@ -340,13 +317,14 @@ class ConnectionAttempt:
 
     def _ended(self, failure: BaseException | None) -> None:
         self.failure = failure
-        self._reconnector._attempt_ended(self, failure)
+        self._reconnector.attempt_ended(self, failure)
 
-    async def _discard(self) -> None:
+    async def discard(self) -> None:
+        """Close an attempt the loop moved past without entering it."""
         if not self._entered:
             self._entered = True
             await self._conn.aclose()
-            self._reconnector._attempt_ended(self, None)
+            self._reconnector.attempt_ended(self, None)
 
 
 class Reconnector:
@@ -404,9 +382,10 @@ class Reconnector:
         if self.on_failure is not None:
             self.on_failure(failure, self.backoff.window())
 
-    def _attempt_ended(
+    def attempt_ended(
         self, attempt: ConnectionAttempt, failure: BaseException | None
     ) -> None:
+        """Called by a :class:`ConnectionAttempt` when its connection ended."""
         self.backoff.connection_ended(trio.current_time() - attempt.connected_at)
         if failure is not None:
             self._failed(failure, "connection ended to")
@@ -423,17 +402,12 @@ class Reconnector:
 
     async def _connect(self) -> tuple[HeartbeatConnection, Negotiated]:
         stream = await self.open_stream()
-        conn = HeartbeatConnection(
-            stream,
-            max_frame_size=self.config.max_frame_size,
-            close_timeout=self.config.close_timeout,
-            on_pong=self.on_pong,
-        )
+        conn = _new_connection(stream, self.config, self.on_pong)
         return conn, await _handshake(conn, self.config)
 
     async def __anext__(self) -> ConnectionAttempt:
         if self._pending is not None:
-            await self._pending._discard()
+            await self._pending.discard()
             self._pending = None
         while True:
             delay = self.backoff.next_delay() if self._delay_next else 0.0

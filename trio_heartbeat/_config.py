@@ -41,6 +41,9 @@ DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 # No PINGs closer together than 1 s: anything faster is not a heartbeat but a
 # flood (gRPC's keepalive enforcement uses a minimum in the same spirit).
 DEFAULT_MIN_INTERVAL: Final = 1.0
+# Two strikes: a delayed PING arriving just before its on-time resend, and one
+# more of slack (gRPC's GRPC_ARG_HTTP2_MAX_PING_STRIKES default).
+DEFAULT_MAX_PING_STRIKES: Final = 2
 # How long a graceful close may spend sending its CLOSE frame before the stream
 # is closed anyway.
 DEFAULT_CLOSE_TIMEOUT: Final = 1.0
@@ -221,6 +224,12 @@ class ServerConfig:
     #: A send blocked this long means the client stopped reading (a slow
     #: consumer): it is dropped instead of holding a task and buffers forever.
     send_timeout: float = attrs.field(default=DEFAULT_SEND_TIMEOUT, validator=positive)
+    #: PINGs in a row sent closer together than ``min_interval`` that are
+    #: tolerated; one more gets CLOSE(4), too many pings. ``0`` tolerates any
+    #: number (as gRPC's GRPC_ARG_HTTP2_MAX_PING_STRIKES, whose default is 2 too).
+    max_ping_strikes: int = attrs.field(
+        default=DEFAULT_MAX_PING_STRIKES, validator=_non_negative_int
+    )
     #: Heartbeat enforcement: ``False`` still answers PINGs but never kicks, so a
     #: client paused in a debugger keeps its connection.
     enabled: bool = True

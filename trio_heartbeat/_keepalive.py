@@ -26,7 +26,7 @@ from typing import Any
 import trio
 
 from ._config import AUTO, KeepaliveConfig
-from ._connection import stream_socket
+from ._transport import stream_socket
 
 __all__ = ["apply_keepalive", "configure_keepalive", "keepalive_settings"]
 

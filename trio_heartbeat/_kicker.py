@@ -1,18 +1,24 @@
 """One task per server enforces every connection's idle deadline, lazily.
 
-A read that brings a frame only stores its time (``stats.last_received``, one
-float). The kicker keeps a heap of *candidate* deadlines and sleeps until the
-earliest; when it wakes, a connection heard from since is pushed back at
-last frame + timeout, and a silent one is kicked there and then. Compared with
-moving a cancel-scope deadline on every read, the heartbeat path does no heap
-work at all, and each connection costs the kicker about one heap operation per
-timeout period. Kicking from one task also means that when a thousand clients
-fall silent together, their CLOSE frames are written in one go rather than
-after several scheduler rounds across every task involved.
+A read only stores its time (the session's ``last_received``, one float). The
+kicker keeps a heap of *candidate* deadlines and sleeps until the earliest; when
+it wakes, a connection heard from since is pushed back at last received +
+timeout, and a silent one is kicked there and then. Compared with moving a
+cancel-scope deadline on every read, the heartbeat path does no heap work at
+all, and each connection costs the kicker about one heap operation per timeout
+period. Kicking from one task also means that when a thousand clients fall
+silent together, their CLOSE frames are written in one go rather than after
+several scheduler rounds across every task involved.
+
+A kicked connection whose reader keeps waiting for the client's answer to the
+CLOSE (a per-message reader on a plain socket) is *lingering*: the kicker ends
+that wait ``close_timeout`` later. Every linger lasts the same, so a FIFO queue
+keeps them in deadline order.
 """
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import math
@@ -28,6 +34,8 @@ __all__ = ["Kicker"]
 class Kicker:
     """Kicks connections silent for ``timeout`` seconds, via ``kick(conn)``.
 
+    ``kick`` returns True when the connection lingers by itself afterwards; the
+    kicker then calls its ``stop_lingering()`` after ``close_timeout``.
     ``live`` is the server's set of connections still being served: an entry
     whose connection left it is dropped when it comes up. After :meth:`stop`,
     :meth:`run` returns as soon as ``live`` is empty.
@@ -36,25 +44,30 @@ class Kicker:
     def __init__(
         self,
         timeout: float,
-        kick: Callable[[HeartbeatConnection], None],
+        close_timeout: float,
+        kick: Callable[[HeartbeatConnection], bool],
         live: Collection[HeartbeatConnection],
     ) -> None:
         self.timeout = timeout
+        self.close_timeout = close_timeout
         self._kick = kick
         self._live = live
         self._heap: list[tuple[float, int, HeartbeatConnection]] = []
+        self._lingering: collections.deque[tuple[float, HeartbeatConnection]] = (
+            collections.deque()
+        )
         self._order = itertools.count()  # ties: no comparing connections
         self._wakeup = trio.Event()
         self._stopping = False
 
     def watch(self, conn: HeartbeatConnection) -> None:
-        """Start watching ``conn``: kicked ``timeout`` after its last frame, or
-        after now if that is later (the handshake just finished)."""
+        """Start watching ``conn``: kicked ``timeout`` after it was last heard
+        from, or after now if that is later (the handshake just finished)."""
         deadline = trio.current_time() + self.timeout
         heapq.heappush(self._heap, (deadline, next(self._order), conn))
         # Every other entry is due no later (same timeout, earlier start), so
         # only a kicker waiting on an empty heap needs waking.
-        if len(self._heap) == 1:
+        if len(self._heap) == 1 and not self._lingering:
             self._wakeup.set()
 
     def stop(self) -> None:
@@ -68,20 +81,29 @@ class Kicker:
 
     async def run(self) -> None:
         heap = self._heap
+        lingering = self._lingering
         timeout = self.timeout
         while True:
             now = trio.current_time()
+            while lingering and lingering[0][0] <= now:
+                _, conn = lingering.popleft()
+                if conn in self._live:
+                    conn.stop_lingering()
             while heap and heap[0][0] <= now:
                 _, _, conn = heapq.heappop(heap)
                 if conn.closed or conn not in self._live:
                     continue  # ending already, or gone
-                due = conn.stats.last_received + timeout
+                due = conn.last_received + timeout
                 if due > now:
                     heapq.heappush(heap, (due, next(self._order), conn))
-                else:
-                    self._kick(conn)
+                elif self._kick(conn):
+                    lingering.append((now + self.close_timeout, conn))
             if self._stopping and not self._live:
                 return
             self._wakeup = trio.Event()
-            with trio.move_on_at(heap[0][0] if heap else math.inf):
+            wake = min(
+                heap[0][0] if heap else math.inf,
+                lingering[0][0] if lingering else math.inf,
+            )
+            with trio.move_on_at(wake):
                 await self._wakeup.wait()

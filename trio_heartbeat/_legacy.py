@@ -1,4 +1,4 @@
-"""The source documents' raw text protocol, to interoperate with their C programs.
+"""The legacy raw text protocol, to interoperate with the classic C heartbeat programs.
 
 There is no framing: the client's heartbeat is the 9 bytes ``HeartBeat``; the C
 server answers with 9 bytes, ``OK``, a NUL and whatever its buffer held before
@@ -24,12 +24,15 @@ from typing import Any, Final, NoReturn
 
 import trio
 
-from ._client import _unwrap
+from ._accept import serve_accept_loop
 from ._config import ClientConfig, ServerConfig
-from ._connection import DisconnectReason, describe_peer
+from ._connection import describe_peer
+from ._groups import unwrap
 from ._idle import IdleWatchdog
 from ._keepalive import apply_keepalive
+from ._schedule import Action, RetrySchedule
 from ._server import enforcement_enabled
+from ._session import DisconnectReason
 
 __all__ = [
     "HEARTBEAT",
@@ -79,7 +82,7 @@ async def _serve_one(
 ) -> None:
     apply_keepalive(stream, config.keepalive, config.timeout)
     peer = describe_peer(stream)
-    logger.info("connect %s (seed protocol)", peer)
+    logger.info("connect %s (legacy protocol)", peer)
     reason = DisconnectReason.CLOSED_BY_PEER
     watchdog = IdleWatchdog(config.timeout, enabled=enforce)
     try:
@@ -125,7 +128,7 @@ async def serve_legacy_listeners(
         trio.TASK_STATUS_IGNORED
     ),
 ) -> NoReturn:
-    """Serve the seed protocol: upper-casing echo, ``HeartBeat`` answered ``OK``.
+    """Serve the legacy protocol: upper-casing echo, ``HeartBeat`` answered ``OK``.
 
     A client without traffic for ``config.timeout`` seconds is kicked: its
     socket is closed. ``on_disconnect(peer, reason)`` reports every ending.
@@ -136,7 +139,7 @@ async def serve_legacy_listeners(
     async def handler(stream: trio.abc.Stream) -> None:
         await _serve_one(stream, config, enforce, on_disconnect)
 
-    await trio.serve_listeners(
+    await serve_accept_loop(
         handler,
         list(listeners),
         handler_nursery=handler_nursery,
@@ -171,7 +174,7 @@ class LegacyHeartbeatTimeout(Exception):
 
 
 class LegacyConnection:
-    """A client connection speaking the seed protocol.
+    """A client connection speaking the legacy protocol.
 
     :meth:`send` writes raw bytes (a line, newline included, as the C client
     does); :meth:`receive` returns raw reads that are not heartbeat answers.
@@ -181,9 +184,9 @@ class LegacyConnection:
         self.stream = stream
         self._lock = trio.StrictFIFOLock()
         self._data_send, self._data_receive = trio.open_memory_channel[bytes](64)
-        self._answers = 0
-        self._answer_lot = trio.lowlevel.ParkingLot()
         self.last_sent = trio.current_time()
+        #: When the server last sent anything (any bytes are a sign of life).
+        self.last_received = self.last_sent
         self.heartbeats_sent = 0
         self.answers_received = 0
         self._error: BaseException | None = None
@@ -223,8 +226,7 @@ class LegacyConnection:
                     data = bytes(await self.stream.receive_some(65536))
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     data = b""
-                self._answers += 1  # any bytes count as a sign of life
-                self._answer_lot.unpark_all()
+                self.last_received = trio.current_time()
                 if not data:
                     self._closed.set()
                     return
@@ -238,36 +240,37 @@ class LegacyConnection:
                 await self._data_send.send(data)
 
     async def _heartbeat(self, config: ClientConfig, body: trio.CancelScope) -> None:
-        retry_interval = config.retry_interval
+        """The same retry rule as the framed client (``_schedule.py``)."""
+        schedule = RetrySchedule(
+            config.interval, config.retry_interval, config.retries
+        )
         while True:
-            while (due := self.last_sent + config.interval) > trio.current_time():  # noqa: ASYNC110
-                await trio.sleep_until(due)
-            first = trio.current_time()
-            seen = self._answers
-            for attempt in range(config.retries + 1):
-                with trio.move_on_at(first + (attempt + 1) * retry_interval):
-                    await self.send(HEARTBEAT)
-                    self.heartbeats_sent += 1
-                    while self._answers == seen:
-                        await self._answer_lot.park()
-                if self._answers != seen:
-                    break
-            else:
-                verdict = (config.retries + 1) * retry_interval
+            action = schedule.poll(
+                trio.current_time(), self.last_sent, self.last_received
+            )
+            if action is Action.DEAD:
                 self._error = LegacyHeartbeatTimeout(
-                    f"{config.retries + 1} heartbeats unanswered over {verdict:g} s"
+                    f"{config.retries + 1} heartbeats unanswered over "
+                    f"{schedule.verdict_after:g} s"
                 )
                 logger.warning("server declared dead: %s", self._error)
                 await trio.aclose_forcefully(self.stream)
                 body.cancel()
                 return
+            if action is not Action.NOTHING:
+                with trio.move_on_at(schedule.attempt_deadline()):
+                    await self.send(HEARTBEAT)
+                    self.heartbeats_sent += 1
+            await trio.sleep_until(
+                schedule.next_wakeup(self.last_sent, self.last_received)
+            )
 
 
 @asynccontextmanager
 async def open_legacy_connection(
     host: str, port: int, *, config: ClientConfig | None = None
 ) -> AsyncIterator[LegacyConnection]:
-    """Connect with the seed protocol; heartbeat beside the body.
+    """Connect with the legacy protocol; heartbeat beside the body.
 
     Raises :class:`LegacyHeartbeatTimeout` from the ``async with`` when the
     server is declared dead (the body is cancelled).
@@ -289,6 +292,6 @@ async def open_legacy_connection(
                 nursery.cancel_scope.cancel()
                 await trio.aclose_forcefully(stream)
     except BaseExceptionGroup as group:
-        raise _unwrap(group) from None
+        raise unwrap(group) from None
     if conn._error is not None:
         raise conn._error

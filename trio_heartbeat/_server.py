@@ -1,12 +1,18 @@
-"""serve_tcp / serve_listeners: one nursery per connection, one kicker per server.
+"""serve_tcp / serve_listeners: one task (or nursery) per connection, one kicker.
 
-Each accepted stream goes through: the server-full check, the HELLO handshake
-under an absolute deadline, then a nursery holding the reader task and the
-application's handler (or the reader alone, calling a per-message handler), which
-the server's :class:`Kicker` cancels when the client has been silent for
-``timeout``. However the connection ends, it ends with one CLOSE frame (when the
-stream can still carry one), a closed stream, one log line and one
-``on_disconnect`` call.
+A connection's life, top to bottom in :meth:`_Server.handle`:
+
+1. **accept** — the accept loop (``_accept.py``) starts ``handle(stream)``;
+2. **admit** — the server-full and per-IP limits; a refusal is CLOSE(6);
+3. **handshake** — the client's HELLO under an absolute deadline: the token is
+   checked and the interval negotiated, or the client gets CLOSE(7) (CLOSE(2)
+   for anything but HELLO);
+4. **serve** — the reader task and the application's handler (or the reader
+   alone, calling a per-message handler), watched by the server's
+   :class:`Kicker`, which ends a connection silent for ``timeout``;
+5. **finish** — however it ended: one CLOSE frame (when the stream can still
+   carry one), the peer's answer awaited briefly, a closed stream, one log line
+   and one ``on_disconnect`` call.
 """
 
 from __future__ import annotations
@@ -19,23 +25,25 @@ import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import attrs
 import trio
 
 from ._accept import serve_accept_loop
+from ._groups import split_cancelled
 from ._config import HandshakeError, Negotiated, ServerConfig, negotiate
-from ._connection import (
-    ConnectionClosed,
-    DisconnectReason,
-    HeartbeatConnection,
-    _CloseInfo,
-    peer_host,
-)
+from ._connection import HeartbeatConnection, peer_host
 from ._keepalive import apply_keepalive
 from ._kicker import Kicker
-from ._protocol import Close, CloseCode, RemoteProtocolError, encode
+from ._protocol import CloseCode
+from ._session import (
+    CloseInfo,
+    ConnectionClosed,
+    DisconnectReason,
+    Role,
+    Session,
+)
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -51,7 +59,7 @@ __all__ = [
 logger = logging.getLogger("trio_heartbeat.server")
 
 #: Set to ``1`` to switch heartbeat enforcement off (PINGs are still answered).
-DISABLE_ENV_VAR = "TRIO_HEARTBEAT_DISABLE"
+DISABLE_ENV_VAR: Final = "TRIO_HEARTBEAT_DISABLE"
 
 MessageHandler = Callable[[HeartbeatConnection, bytes], Awaitable[object]]
 
@@ -106,24 +114,32 @@ def _token_matches(offered: object, expected: str) -> bool:
     return hmac.compare_digest(offered.encode(), expected.encode())
 
 
-def _split_cancelled(
-    exc: BaseException,
-) -> tuple[bool, BaseException | None]:
-    """Return (contained Cancelled, the rest) of a possibly grouped exception."""
-    if isinstance(exc, trio.Cancelled):
-        return True, None
-    if isinstance(exc, BaseExceptionGroup):
-        cancelled, rest = exc.split(trio.Cancelled)
-        return cancelled is not None, rest
-    return False, exc
-
-
-def _only_connection_closed(exc: BaseException | None) -> bool:
+def only_connection_closed(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is nothing (or a group of nothing) but ConnectionClosed."""
     if exc is None or isinstance(exc, ConnectionClosed):
         return True
     if isinstance(exc, BaseExceptionGroup):
-        return all(_only_connection_closed(e) for e in exc.exceptions)
+        return all(only_connection_closed(e) for e in exc.exceptions)
     return False
+
+
+# How each kind of ending is reported: (code sent, text, reason category).
+_ENDED_NORMALLY: Final = (CloseCode.NORMAL, "", DisconnectReason.CLOSED_LOCALLY)
+_HANDLER_FAILED: Final = (
+    CloseCode.NORMAL,
+    "server error",
+    DisconnectReason.HANDLER_ERROR,
+)
+_INTERNAL_ERROR: Final = (
+    CloseCode.NORMAL,
+    "server error",
+    DisconnectReason.INTERNAL_ERROR,
+)
+_SHUTTING_DOWN: Final = (
+    CloseCode.SHUTTING_DOWN,
+    "server shutting down",
+    DisconnectReason.SHUTDOWN,
+)
 
 
 class _Server:
@@ -142,111 +158,63 @@ class _Server:
         self.pong_payload = pong_payload
         self.enforce = enforcement_enabled(config)
         self.connections: set[HeartbeatConnection] = set()
-        self.kicker = Kicker(config.timeout, self._kick, self.connections)
-        # Every kick says the same: made once, not per kick.
-        self._timeout_info = _CloseInfo(
-            CloseCode.HEARTBEAT_TIMEOUT,
-            f"no frame for {config.timeout:g} s",
-            False,
-            DisconnectReason.HEARTBEAT_TIMEOUT,
-        )
-        self._timeout_wire = encode(
-            Close(CloseCode.HEARTBEAT_TIMEOUT, self._timeout_info.reason)
-        )
         self.per_ip: collections.Counter[str] = collections.Counter()
+        self.kicker = Kicker(
+            config.timeout, config.close_timeout, self._kick, self.connections
+        )
+        self._kick_reason = f"no frame for {config.timeout:g} s"
+
+    # ------------------------------------------------------------ the life
 
     async def handle(self, stream: trio.abc.Stream) -> None:
-        config = self.config
-        apply_keepalive(stream, config.keepalive, config.timeout)
-        conn = HeartbeatConnection(
-            stream,
-            max_frame_size=config.max_frame_size,
-            close_timeout=config.close_timeout,
-        )
-        conn._send_timeout = config.send_timeout
-        if self.pong_payload is not None:
-            conn.pong_payload = partial(self.pong_payload, conn)
-        limit = config.max_connections
-        if limit is not None and len(self.connections) >= limit:
-            await self._finish(
-                conn,
-                _CloseInfo(
-                    CloseCode.SERVER_FULL,
-                    f"server full ({limit} connections)",
-                    False,
-                    DisconnectReason.SERVER_FULL,
-                ),
-            )
+        """One connection, from accept to finish."""
+        conn = self._connection(stream)
+        refusal = self._admit(conn)
+        if refusal is not None:
+            await self._finish(conn, CloseCode.SERVER_FULL, refusal,
+                               DisconnectReason.SERVER_FULL)  # fmt: skip
             return
         host = peer_host(stream)
-        per_ip = config.max_connections_per_ip
-        if per_ip is not None and host is not None and self.per_ip[host] >= per_ip:
-            await self._finish(
-                conn,
-                _CloseInfo(
-                    CloseCode.SERVER_FULL,
-                    f"too many connections from {host} ({per_ip})",
-                    False,
-                    DisconnectReason.SERVER_FULL,
-                ),
-            )
-            return
         self.connections.add(conn)
         if host is not None:
             self.per_ip[host] += 1
+        ending = _ENDED_NORMALLY
         try:
-            # Handshake, then serve: inline rather than a call, as this frame
-            # lives as long as the connection (a frame is ~0.35 KB of it).
-            negotiated = await self._handshake(conn)
-            if negotiated is None:
-                return
-            logger.info("connect %s (interval %g s)", conn.peer, negotiated.interval)
-            if self.on_connect is not None:
-                self.on_connect(conn)
-
-            # Idle deadlines are the kicker's (one task for the server): the reader
-            # only records when each frame came, and a kick cancels this nursery,
-            # the reader and the handler together.
-            handler_error: BaseException | None = None
-            handler = self.handler
-            if self.enforce:
-                conn._min_ping_interval = negotiated.min_interval
-            if isinstance(handler, PerMessage):
-                # One task: the reader calls the handler for each DATA itself, so
-                # a plain cancel scope is all a kick needs to cancel.
-                conn._on_data = handler.on_data
-                with trio.CancelScope() as scope:
-                    conn._cancel_scope = scope
-                    if self.enforce:
-                        self.kicker.watch(conn)
-                    try:
-                        await conn._run_reader()
-                    except BaseException as exc:
-                        handler_error = self._handler_failed(conn, exc)
-            else:
-                async with trio.open_nursery() as nursery:
-                    conn._cancel_scope = nursery.cancel_scope
-                    if self.enforce:
-                        self.kicker.watch(conn)
-                    nursery.start_soon(conn._run_reader)
-                    try:
-                        await handler(conn)
-                    except BaseException as exc:
-                        handler_error = self._handler_failed(conn, exc)
-                    conn._cancel()
-
-            if handler_error is not None:
-                info = _CloseInfo(
-                    CloseCode.NORMAL,
-                    "server error",
-                    False,
-                    DisconnectReason.HANDLER_ERROR,
+            if await self._handshake(conn):
+                # Serve: inline rather than a call, as this frame lives as long
+                # as the connection (a frame is ~0.35 KB of it).
+                logger.info(
+                    "connect %s (interval %g s)",
+                    conn.peer,
+                    conn.negotiated.interval if conn.negotiated else 0,
                 )
-            else:
-                info = _CloseInfo(
-                    CloseCode.NORMAL, "", False, DisconnectReason.CLOSED_LOCALLY
-                )
-            await self._finish(conn, info)
+                if self.on_connect is not None:
+                    self.on_connect(conn)
+                handler = self.handler
+                if isinstance(handler, PerMessage):
+                    # One task: the reader calls the handler for each DATA, so a
+                    # plain cancel scope is all a kick needs to cancel.
+                    with trio.CancelScope() as scope:
+                        conn.bind_scope(scope)
+                        self._watch(conn)
+                        try:
+                            await conn.run_reader(handler.on_data)
+                        except BaseException as exc:
+                            if self._handler_failed(conn, exc):
+                                ending = _HANDLER_FAILED
+                else:
+                    async with trio.open_nursery() as nursery:
+                        conn.bind_scope(nursery.cancel_scope)
+                        self._watch(conn)
+                        nursery.start_soon(conn.run_reader)
+                        try:
+                            await handler(conn)
+                        except BaseException as exc:
+                            if self._handler_failed(conn, exc):
+                                ending = _HANDLER_FAILED
+                        # The reader stops here; finishing reads the client's
+                        # answer to our CLOSE itself.
+                        nursery.cancel_scope.cancel()
         except Exception as exc:
             # Never expected; but whatever one connection raises must cost that
             # connection only, never the server and everyone else on it.
@@ -255,48 +223,60 @@ class _Server:
                 conn.peer,
                 exc_info=(type(exc), exc, exc.__traceback__),
             )
-            await self._finish(
-                conn,
-                _CloseInfo(
-                    CloseCode.NORMAL,
-                    "server error",
-                    False,
-                    DisconnectReason.INTERNAL_ERROR,
-                ),
-            )
+            ending = _INTERNAL_ERROR
         except BaseException as exc:
-            cancelled, _ = _split_cancelled(exc)
-            if cancelled:
-                await self._finish(
-                    conn,
-                    _CloseInfo(
-                        CloseCode.SHUTTING_DOWN,
-                        "server shutting down",
-                        False,
-                        DisconnectReason.SHUTDOWN,
-                    ),
-                )
+            if split_cancelled(exc)[0]:
+                ending = _SHUTTING_DOWN
             raise
         finally:
-            self.connections.discard(conn)
-            self.kicker.connection_ended()
-            if host is not None:
-                self.per_ip[host] -= 1
-                if not self.per_ip[host]:
-                    del self.per_ip[host]
-            await conn._shut_stream()
+            try:
+                await self._finish(conn, *ending)
+            finally:
+                self.connections.discard(conn)
+                self.kicker.connection_ended()
+                if host is not None:
+                    self.per_ip[host] -= 1
+                    if not self.per_ip[host]:
+                        del self.per_ip[host]
 
-    async def _handshake(self, conn: HeartbeatConnection) -> Negotiated | None:
-        """HELLO in, HELLO out; None if the connection ended (and was finished).
+    def _connection(self, stream: trio.abc.Stream) -> HeartbeatConnection:
+        config = self.config
+        apply_keepalive(stream, config.keepalive, config.timeout)
+        session = Session(Role.SERVER, max_frame_size=config.max_frame_size)
+        conn = HeartbeatConnection(
+            stream,
+            session=session,
+            close_timeout=config.close_timeout,
+            send_timeout=config.send_timeout,
+        )
+        if self.pong_payload is not None:
+            conn.pong_payload = partial(self.pong_payload, conn)
+        return conn
+
+    def _admit(self, conn: HeartbeatConnection) -> str | None:
+        """Why the server refuses this connection now, or None to admit it."""
+        config = self.config
+        limit = config.max_connections
+        if limit is not None and len(self.connections) >= limit:
+            return f"server full ({limit} connections)"
+        per_ip = config.max_connections_per_ip
+        host = peer_host(conn.stream)
+        if per_ip is not None and host is not None and self.per_ip[host] >= per_ip:
+            return f"too many connections from {host} ({per_ip})"
+        return None
+
+    async def _handshake(self, conn: HeartbeatConnection) -> bool:
+        """HELLO in, HELLO out; False if the connection ended instead.
 
         Its own frame, so that the HELLO and the handshake's scope are freed
-        before the connection settles in for hours.
+        before the connection settles in for hours. The deadline is absolute:
+        trickling bytes does not extend it.
         """
         config = self.config
-        # The handshake deadline is absolute: trickling bytes does not extend it.
-        with trio.move_on_after(config.handshake_timeout) as handshake_scope:
+        session = conn.session
+        with trio.move_on_after(config.handshake_timeout):
             try:
-                hello = await conn._receive_hello()
+                fields = await conn.read_hello()
                 # The token is checked, then dropped: it must not linger where
                 # handlers or logs could show it.
                 offered = conn.peer_hello.pop("token", None)
@@ -304,145 +284,121 @@ class _Server:
                     offered, config.token
                 ):
                     raise HandshakeError("authentication failed")
-                negotiated = negotiate(hello.fields, config)
-            except RemoteProtocolError as exc:
-                await self._finish(
-                    conn,
-                    _CloseInfo(
-                        exc.code, str(exc), False, DisconnectReason.PROTOCOL_ERROR
-                    ),
-                )
-                return None
+                negotiated: Negotiated = negotiate(fields, config)
             except HandshakeError as exc:
-                await self._finish(
-                    conn,
-                    _CloseInfo(
+                session.record(
+                    CloseInfo(
                         CloseCode.HANDSHAKE_FAILED,
                         str(exc),
                         False,
                         DisconnectReason.HANDSHAKE_FAILED,
-                    ),
+                    )
                 )
-                return None
-            except ConnectionClosed as exc:
-                await self._finish(
-                    conn,
-                    _CloseInfo(exc.code, exc.reason, True, exc.disconnect_reason),
-                )
-                return None
-            conn.negotiated = negotiated
+                return False
+            except ConnectionClosed:
+                return False  # the reason is recorded on the session
+            if self.enforce:
+                session.min_ping_interval = negotiated.min_interval
+                session.max_ping_strikes = config.max_ping_strikes
             try:
-                await conn._send_hello(negotiated.to_hello())
-            except ConnectionClosed as exc:
-                await self._finish(
-                    conn,
-                    _CloseInfo(exc.code, exc.reason, True, exc.disconnect_reason),
-                )
-                return None
-        if handshake_scope.cancelled_caught:
-            await self._finish(
-                conn,
-                _CloseInfo(
-                    CloseCode.HANDSHAKE_FAILED,
-                    f"no HELLO within {config.handshake_timeout:g} s",
-                    False,
-                    DisconnectReason.HANDSHAKE_FAILED,
-                ),
+                await conn.accept(negotiated)
+            except ConnectionClosed:
+                return False
+            return True
+        session.record(
+            CloseInfo(
+                CloseCode.HANDSHAKE_FAILED,
+                f"no HELLO within {config.handshake_timeout:g} s",
+                False,
+                DisconnectReason.HANDSHAKE_FAILED,
             )
-            return None
-        return negotiated
+        )
+        return False
 
-    def _handler_failed(
-        self, conn: HeartbeatConnection, exc: BaseException
-    ) -> BaseException | None:
-        """Sort out what escaped the handler; returns the handler's own error.
+    def _watch(self, conn: HeartbeatConnection) -> None:
+        if self.enforce:
+            self.kicker.watch(conn)
+
+    def _handler_failed(self, conn: HeartbeatConnection, exc: BaseException) -> bool:
+        """Sort out what escaped the handler: True if the handler itself failed.
 
         A ConnectionClosed is the normal way for a handler to learn the peer
         left; anything else is a bug of the handler, logged here so that it
         cannot take the server down. Cancellation is re-raised.
         """
-        cancelled, rest = _split_cancelled(exc)
-        error = None
-        if not _only_connection_closed(rest):
-            error = rest
-            self._log_handler_error(conn, rest)
+        cancelled, rest = split_cancelled(exc)
+        failed = not only_connection_closed(rest)
+        if failed:
+            assert rest is not None
+            logger.error(
+                "handler failed for %s",
+                conn.peer,
+                exc_info=(type(rest), rest, rest.__traceback__),
+            )
         if cancelled:
             if isinstance(exc, BaseExceptionGroup):
                 only_cancelled, _ = exc.split(trio.Cancelled)
                 assert only_cancelled is not None
                 raise only_cancelled from None
             raise exc
-        return error
+        return failed
 
-    def _kick(self, conn: HeartbeatConnection) -> None:
-        """The kicker found ``conn`` silent for ``timeout``: end it now."""
-        if conn._replying:
-            # The reader has been stuck sending PONGs since the last frame it
+    def _kick(self, conn: HeartbeatConnection) -> bool:
+        """The kicker found ``conn`` silent for ``timeout``: end it now.
+
+        Returns True when the connection then lingers for the client's answer
+        by itself (the kicker stops that after ``close_timeout``).
+        """
+        if conn.replying:
+            # The reader has been stuck sending PONGs since the last bytes it
             # read: the client floods or stopped reading. The send in progress
             # may leave a partial frame, so no CLOSE can follow.
-            alone = conn._close_now(
-                _CloseInfo(
-                    None,
-                    f"PONGs unread for {self.config.timeout:g} s: "
-                    "the peer stopped reading",
-                    False,
-                    DisconnectReason.SLOW_CONSUMER,
-                )
+            alone = conn.end_now(
+                None,
+                f"PONGs unread for {self.config.timeout:g} s: the peer stopped reading",
+                DisconnectReason.SLOW_CONSUMER,
             )
         else:
-            alone = conn._close_now(self._timeout_info, self._timeout_wire)
+            alone = conn.end_now(
+                CloseCode.HEARTBEAT_TIMEOUT,
+                self._kick_reason,
+                DisconnectReason.HEARTBEAT_TIMEOUT,
+            )
         # Cancelling costs as much as the rest of a kick (Trio records who
         # cancelled): skipped where the socket's end already ends everything.
         if not alone:
-            conn._cancel()
+            conn.cancel()
+        return alone
 
-    @staticmethod
-    def _log_handler_error(
-        conn: HeartbeatConnection, exc: BaseException | None
+    async def _finish(
+        self,
+        conn: HeartbeatConnection,
+        code: int,
+        reason: str,
+        disconnect_reason: DisconnectReason,
     ) -> None:
-        assert exc is not None
-        logger.error(
-            "handler failed for %s",
-            conn.peer,
-            exc_info=(type(exc), exc, exc.__traceback__),
-        )
+        """End the connection (once): CLOSE, close, then one log line and one hook.
 
-    async def _finish(self, conn: HeartbeatConnection, info: _CloseInfo) -> None:
-        """End the connection once: CLOSE (unless it cannot be sent), close, log, hook.
-
-        ``info`` is our reason; if the connection had already ended another way
-        (the peer closed, a protocol error) that first reason is what is
-        reported. The log line and the hook run even if this is cancelled.
+        If the connection had already ended another way (the peer closed, a
+        protocol error, a kick), that first reason is what is reported. The log
+        line and the hook run even if this is cancelled.
         """
-        if conn._finished:
-            return
-        conn._finished = True
-        already = conn._close_info
-        # Our CLOSE carries our first reason (a kick recorded by the kicker);
-        # after the peer's CLOSE it is the reply.
-        ours = already if already is not None and not already.by_peer else info
         try:
-            conn._set_closed(info)
-            if info.by_peer:
-                await conn._shut_stream()
-            else:
-                await conn._send_close_and_shut(
-                    ours.code if ours.code is not None else CloseCode.NORMAL,
-                    ours.reason,
-                )
+            await conn.end(code, reason, disconnect_reason)
         finally:
-            report = already or info
-            reason = report.disconnect_reason
-            detail = f": {report.reason}" if report.reason else ""
-            code = "" if report.code is None else f" [CLOSE {report.code}]"
-            if reason is DisconnectReason.HEARTBEAT_TIMEOUT:
-                logger.warning("kick %s: %s%s%s", conn.peer, reason.value, code, detail)
+            info = conn.session.close_info
+            assert info is not None
+            category = info.disconnect_reason
+            detail = f": {info.reason}" if info.reason else ""
+            shown = "" if info.code is None else f" [CLOSE {info.code}]"
+            if category is DisconnectReason.HEARTBEAT_TIMEOUT:
+                logger.warning("kick %s: %s%s%s", conn.peer, category.value, shown,
+                               detail)  # fmt: skip
             else:
-                logger.info(
-                    "disconnect %s: %s%s%s", conn.peer, reason.value, code, detail
-                )
+                logger.info("disconnect %s: %s%s%s", conn.peer, category.value,
+                            shown, detail)  # fmt: skip
             if self.on_disconnect is not None:
-                self.on_disconnect(conn, reason)
+                self.on_disconnect(conn, category)
 
 
 async def serve_listeners(
@@ -470,7 +426,8 @@ async def serve_listeners(
     retried after a short sleep, as :func:`trio.serve_listeners` does; other
     errors propagate. ``on_connect(conn)`` and ``on_disconnect(conn, reason)`` are
     synchronous hooks for presence tracking and cleanup. ``pong_payload(conn,
-    ping_payload)`` returns the bytes piggybacked on each PONG.
+    ping_payload)`` returns the bytes piggybacked on each PONG (by default a
+    PONG echoes its PING's payload).
     """
     server = _Server(
         handler, config or ServerConfig(), on_connect, on_disconnect, pong_payload

@@ -1,0 +1,74 @@
+"""``python -m trio_heartbeat serve|connect``: demo server and interactive client.
+
+Built on the public API only (``from trio_heartbeat import ...``), as any
+application would be. The flag names are a contract that tests and scripts rely
+on; ``--protocol seed`` is kept as a deprecated name of ``--protocol legacy``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from ._connect import run_connect
+from ._options import (
+    EXIT_USAGE,
+    build_parser,
+    client_config,
+    client_tls,
+    server_config,
+    server_tls,
+)
+from ._serve import run_serve
+
+__all__ = ["main"]
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+        force=True,
+    )
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    read_chunk: Callable[[], bytes] | None = None,
+) -> int:
+    """Run the command line; returns the exit code.
+
+    ``read_chunk`` replaces reading stdin for ``connect`` (b"" means EOF).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    _setup_logging(args.log_level)
+    if args.protocol == "seed":
+        logging.getLogger("trio_heartbeat.cli").warning(
+            "--protocol seed is deprecated; it is now called --protocol legacy"
+        )
+    try:
+        if args.command == "serve":
+            tls = server_tls(args)
+            config = server_config(args)
+        else:
+            tls = client_tls(args)
+            client = client_config(args)
+    except (ValueError, TypeError) as exc:  # UsageError, or a config's validation
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.command == "serve":
+            return run_serve(args, config, tls, argv[1:])
+        return run_connect(args, client, tls, read_chunk)
+    except KeyboardInterrupt:
+        return 130
+

@@ -1,0 +1,204 @@
+"""Moving bytes: a generic ``trio.abc.Stream``, or the plain-TCP fast path.
+
+A connection picks its transport once (:func:`transport_for`). Both kinds are
+stateless strategy objects shared by every connection, so choosing one costs a
+connection nothing but a reference; they take the stream as an argument.
+
+* :data:`STREAM` speaks to any ``trio.abc.Stream`` (TLS, in-memory, Unix...)
+  through its own async methods.
+* :data:`SOCKET` reads and writes a plain ``trio.SocketStream`` by descriptor
+  (``os.read``/``os.write`` plus ``wait_readable``, with Trio's own checkpoint
+  sequence). ``SocketStream.receive_some`` would keep three more frames and a
+  context manager alive in every idle connection (~0.7 KB of it), and costs as
+  much again per read. It can also write a small frame and shut the socket
+  down synchronously, which a kick of a thousand connections at once needs.
+
+Every transport error is translated here, once, into :class:`TransportClosed`
+(we closed it ourselves) or :class:`TransportBroken` (the peer or the network
+ended it), so that no ``OSError`` or ``errno`` reaches the connection logic.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import sys
+from typing import Final
+
+import trio
+
+__all__ = [
+    "RECEIVE_SIZE",
+    "SOCKET",
+    "STREAM",
+    "Transport",
+    "TransportBroken",
+    "TransportClosed",
+    "stream_socket",
+    "transport_for",
+]
+
+# 64 KiB reads: large enough to drain a burst of frames in one wake-up, which is
+# what makes answering a batch of PINGs with one write possible.
+RECEIVE_SIZE: Final = 65536
+
+
+class TransportClosed(Exception):
+    """The stream was closed on this side (a kick, an abort, aclose)."""
+
+
+class TransportBroken(Exception):
+    """The peer or the network ended the stream (reset, TLS failure...).
+
+    The message says what broke, readably.
+    """
+
+
+def _broken(exc: BaseException) -> TransportBroken:
+    """What broke: trio wraps the OSError or SSLError as the cause."""
+    cause = exc.__cause__
+    if cause is not None and str(cause):
+        return TransportBroken(f"{type(cause).__name__}: {cause}")
+    return TransportBroken(str(exc) or type(exc).__name__)
+
+
+def stream_socket(stream: object) -> socket.socket | trio.socket.SocketType | None:
+    """The socket under a stream, through TLS and other wrapping layers."""
+    while hasattr(stream, "transport_stream"):  # trio.SSLStream and similar
+        stream = stream.transport_stream
+    sock = getattr(stream, "socket", None)
+    return sock if hasattr(sock, "getsockname") else None
+
+
+class Transport:
+    """How to move bytes on one kind of stream (the generic kind)."""
+
+    #: Whether :meth:`write_now` and :meth:`shutdown` can do anything.
+    synchronous = False
+
+    async def receive(self, stream: trio.abc.Stream) -> bytes | bytearray:
+        """The next bytes (``b""`` at the end of the stream)."""
+        try:
+            return await stream.receive_some(RECEIVE_SIZE)
+        except trio.ClosedResourceError:
+            raise TransportClosed from None
+        except trio.BrokenResourceError as exc:
+            raise _broken(exc) from None
+
+    async def send_all(self, stream: trio.abc.Stream, data: bytes) -> None:
+        try:
+            await stream.send_all(data)
+        except trio.ClosedResourceError:
+            raise TransportClosed from None
+        except trio.BrokenResourceError as exc:
+            raise _broken(exc) from None
+
+    async def send_eof(self, stream: trio.abc.Stream) -> None:
+        """Half-close: the peer sees the end of the stream; we can still read.
+
+        Streams that cannot half-close (TLS) are left as they are.
+        """
+        if isinstance(stream, trio.abc.HalfCloseableStream):
+            try:
+                await stream.send_eof()
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                pass
+
+    def write_now(self, stream: trio.abc.Stream, data: bytes) -> bool:
+        """Write ``data`` without waiting, if the kernel takes all of it at once.
+
+        Only the socket transport can; here it always returns False.
+        """
+        return False
+
+    def shutdown(self, stream: trio.abc.Stream, *, read: bool) -> bool:
+        """Synchronously end the sending direction (``read``: both).
+
+        Tasks blocked reading wake up once the receiving direction ends. Only
+        the socket transport can; here it returns False.
+        """
+        return False
+
+    def close_now(self, stream: trio.abc.Stream) -> bool:
+        """Close synchronously, waking every task blocked on the stream; False
+        if this stream can only be closed asynchronously (:meth:`aclose`)."""
+        if type(stream) is trio.SocketStream:
+            stream.socket.close()
+            return True
+        return False
+
+    async def aclose(self, stream: trio.abc.Stream) -> None:
+        if not self.close_now(stream):
+            await trio.aclose_forcefully(stream)
+
+
+class SocketTransport(Transport):
+    """A plain ``trio.SocketStream``, read and written by descriptor."""
+
+    synchronous = True
+
+    async def receive(self, stream: trio.abc.Stream) -> bytes | bytearray:
+        sock = stream.socket  # type: ignore[attr-defined]
+        try:
+            # Trio's own sequence: a read that succeeds at once is followed by
+            # a schedule point; else wait until readable, then read.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            data = _read_ready(sock)
+            if data is not None:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            while data is None:  # readable, then maybe not: wait again
+                await trio.lowlevel.wait_readable(sock)
+                data = _read_ready(sock)
+        except trio.ClosedResourceError:
+            raise TransportClosed from None
+        except OSError as exc:
+            if exc.errno == errno.EBADF:  # closed while we waited
+                raise TransportClosed from None
+            raise TransportBroken(str(exc) or type(exc).__name__) from None
+        return data
+
+    def write_now(self, stream: trio.abc.Stream, data: bytes) -> bool:
+        sock = stream.socket  # type: ignore[attr-defined]
+        try:
+            # A few bytes fit unless the peer has stopped reading, and then a
+            # frame that does not go out whole must not go out at all.
+            return os.write(sock.fileno(), data) == len(data)
+        except OSError:
+            return False
+
+    def shutdown(self, stream: trio.abc.Stream, *, read: bool) -> bool:
+        sock = stream.socket  # type: ignore[attr-defined]
+        try:
+            sock.shutdown(socket.SHUT_RDWR if read else socket.SHUT_WR)
+        except OSError:
+            return False  # not connected any more (reset), or closed
+        return True
+
+    async def send_eof(self, stream: trio.abc.Stream) -> None:
+        self.shutdown(stream, read=False)
+
+
+def _read_ready(sock: trio.socket.SocketType) -> bytes | None:
+    """What the socket holds (b"" at its end), or None if nothing yet.
+
+    A plain function: nothing of it stays alive while the reader waits. The
+    descriptor is looked up on each call: -1 (EBADF) once the socket is closed.
+    """
+    try:
+        return os.read(sock.fileno(), RECEIVE_SIZE)
+    except BlockingIOError:
+        return None
+
+
+STREAM: Final = Transport()
+SOCKET: Final = SocketTransport()
+
+
+def transport_for(stream: trio.abc.Stream) -> Transport:
+    """The transport for ``stream``: descriptor I/O for a plain TCP socket
+    (not on Windows, where sockets are not file descriptors), else the stream's
+    own methods."""
+    if type(stream) is trio.SocketStream and sys.platform != "win32":
+        return SOCKET
+    return STREAM
