@@ -86,7 +86,7 @@ SEEDS: tuple[Frame, ...] = (
     Pong(b"x" * 130),
     Data(b"hello"),
     Data(b"y" * 200),
-    Close(1, "no frame for 60 s"),
+    Close(1, "nothing received for 60 s"),
     Close(255, "\u00e9"),
     Hello({"version": 1, "interval": 25}),
     Hello({"version": 1, "token": "t", "nested": [1, {"a": None}]}),

@@ -70,7 +70,9 @@ class Namespaces:
 
     def close(self) -> None:
         for name in self.made:
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+            subprocess.run(
+                ["ip", "netns", "del", name], capture_output=True, timeout=10
+            )
         self.made.clear()
 
 

@@ -132,7 +132,7 @@ async def test_serve_subprocess_speaks_the_wire_protocol() -> None:
             assert await wire.receive() == Data(b"HI")
             # Silent now: kicked after the 2 s timeout with CLOSE(1), then EOF.
             started = time.monotonic()
-            assert await wire.receive() == Close(1, "no frame for 2 s")
+            assert await wire.receive() == Close(1, "nothing received for 2 s")
             assert 1.5 < time.monotonic() - started < 3.5
             assert await wire.receive() is None
             await wire.stream.aclose()

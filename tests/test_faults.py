@@ -180,14 +180,16 @@ def _rss_kib(pid: int) -> int:
 
 async def test_ping_flood_without_reading_keeps_server_memory_flat() -> None:
     """A client floods PINGs as fast as TCP takes them and reads nothing (strikes
-    off: min-interval 1 µs). The server stops reading once its PONGs cannot go
-    out, so its memory stays flat; it drops the flooder as a slow consumer at
-    its timeout while another client keeps getting PONGs."""
+    off: --max-ping-strikes 0). The server stops reading once its PONGs cannot
+    go out, so its memory stays flat; it drops the flooder as a slow consumer at
+    its timeout while another client, heartbeating as clients do, keeps getting
+    its PONGs."""
     async with trio.open_nursery() as nursery:
         with trio.fail_after(60):
             server = await start_cli(
                 nursery, "serve", "--port", "0", "--timeout", "3",
-                "--min-interval", "1e-6", "--log-level", "INFO",
+                "--min-interval", "0.5", "--max-ping-strikes", "0",
+                "--log-level", "INFO",
             )  # fmt: skip
             assert server.stderr is not None
             log = Output(server.stderr)
@@ -210,11 +212,21 @@ async def test_ping_flood_without_reading_keeps_server_memory_flat() -> None:
                 assert sent < 256 << 20, "the server never pushed back"
                 grown = _rss_kib(server.pid) - before
                 assert grown < 1024, f"server RSS grew {grown} KiB (flood {sent} B)"
-                # Another client is answered at once.
-                await other.send_all(b"\x03\x00")
-                with trio.fail_after(0.5):
-                    assert await other.receive_some(65536) == b"\x04\x00"
-                await log.wait_for(b": slow consumer: PONGs unread for 3 s")
+                # The other client PINGs every 0.5 s until the flooder is
+                # dropped, and is answered at once each time.
+                async with trio.open_nursery() as pinging:
+
+                    @pinging.start_soon
+                    async def heartbeat() -> None:
+                        while True:
+                            await other.send_all(b"\x03\x00")
+                            with trio.fail_after(0.5):
+                                reply = await other.receive_some(65536)
+                            assert reply == b"\x04\x00"
+                            await trio.sleep(0.5)
+
+                    await log.wait_for(b": slow consumer: PONGs unread for 3 s")
+                    pinging.cancel_scope.cancel()
                 await other.send_all(b"\x03\x00")
                 assert await other.receive_some(65536) == b"\x04\x00"
                 await flooder.aclose()

@@ -163,7 +163,7 @@ async def _kick_on_tcp(
                 frames = []
                 while (frame := await read_frame(stream, decoder)) is not None:
                     frames.append(frame)
-                assert frames[-1] == Close(1, "no frame for 0.4 s")
+                assert frames[-1] == Close(1, "nothing received for 0.4 s")
             await done.wait()
     (conn,) = connected
     (reason,) = ended

@@ -186,7 +186,7 @@ async def test_silent_client_is_kicked_exactly_at_timeout(autojump_clock: Any) -
         await peer.send(Data(b"last words"))
         last_frame = trio.current_time()
         assert await peer.receive() == Data(b"LAST WORDS")
-        assert await peer.receive() == Close(1, "no frame for 60 s")
+        assert await peer.receive() == Close(1, "nothing received for 60 s")
         assert trio.current_time() - last_frame == 60
         await peer.expect_eof()
         await trio.testing.wait_all_tasks_blocked()
@@ -232,7 +232,7 @@ async def test_a_frame_still_arriving_counts_as_traffic(autojump_clock: Any) -> 
             await peer.send_bytes(b"abcd")
         last_byte = trio.current_time()
         assert await peer.receive() == Data(b"ABCD" * 25)
-        assert await peer.receive() == Close(1, "no frame for 60 s")
+        assert await peer.receive() == Close(1, "nothing received for 60 s")
         assert trio.current_time() - last_byte == 60
 
 
@@ -269,7 +269,7 @@ async def test_kicked_handler_is_cancelled_and_cleans_up(autojump_clock: Any) ->
 
     async with running_server(handler) as server:
         peer = await server.client()
-        assert await peer.receive() == Close(1, "no frame for 60 s")
+        assert await peer.receive() == Close(1, "nothing received for 60 s")
         await peer.expect_eof()
         # The handler's cleanup already sees why.
         assert log == ["start", "cancelled", f"closed: {HEARTBEAT_TIMEOUT}"]
@@ -535,7 +535,7 @@ async def test_kick_is_logged_with_peer_and_reason(
         await trio.testing.wait_all_tasks_blocked()
     kicks = [r for r in caplog.records if r.getMessage().startswith("kick")]
     assert [r.getMessage() for r in kicks] == [
-        "kick <StapledStream>: heartbeat timeout [CLOSE 1]: no frame for 60 s"
+        "kick <StapledStream>: heartbeat timeout [CLOSE 1]: nothing received for 60 s"
     ]
 
 
@@ -788,7 +788,7 @@ async def test_per_message_silent_client_is_kicked(autojump_clock: Any) -> None:
     async with running_server(shout) as server:
         peer = await server.client()
         start = trio.current_time()
-        assert await peer.receive() == Close(1, "no frame for 60 s")
+        assert await peer.receive() == Close(1, "nothing received for 60 s")
         assert trio.current_time() - start == 60
         await peer.expect_eof()
 

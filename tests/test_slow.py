@@ -67,7 +67,7 @@ CLIENT_INTERVAL = 4
 FATES = {
     "graceful": ": closed by peer [CLOSE 0]",
     "killed": ": connection lost",
-    "frozen": ": heartbeat timeout [CLOSE 1]: no frame for 10 s",
+    "frozen": ": heartbeat timeout [CLOSE 1]: nothing received for 10 s",
 }
 
 
@@ -171,7 +171,7 @@ class SoakClient:
                 assert await self._receive(stream, decoder) == Close(0, "")
             else:  # frozen: not a byte more; the server must kick it
                 assert await self._receive(stream, decoder) == Close(
-                    1, f"no frame for {SERVER_TIMEOUT} s"
+                    1, f"nothing received for {SERVER_TIMEOUT} s"
                 )
                 kicked_after = trio.current_time() - last_sent
                 # Exact kick times are tested in virtual time and measured by

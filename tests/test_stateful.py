@@ -3,10 +3,13 @@ rules (send, advance the clock, cut the link, close) in any order. After every
 step the liveness verdicts are checked against the documented bounds
 (docs/howto.rst):
 
-* the server kicks a client exactly ``timeout`` after the last frame it received;
+* the server kicks a client (writes CLOSE 1) exactly ``timeout`` after the last
+  bytes it received, and reports the disconnect ``close_timeout`` later (its wait
+  for the client's answer, which cannot come over a cut link);
 * the client declares the server dead no earlier than (retries + 1) x
   retry_interval after the link died, and no later than interval + (retries + 1)
-  x retry_interval after its last send;
+  x retry_interval after it (sending is no proof of life: a client that keeps
+  sending still PINGs once nothing was received for interval);
 * while the link is up, nobody is kicked and nobody is declared dead.
 """
 
@@ -108,7 +111,8 @@ class Pair:
     def __init__(self, clock: trio.testing.MockClock) -> None:
         self.clock = clock
         self.link = Link()
-        self.kicks: list[tuple[float, DisconnectReason]] = []
+        # (reported at, reason, CLOSE written at)
+        self.kicks: list[tuple[float, DisconnectReason, float]] = []
         self.client_end: list[tuple[float, str]] = []
         self.last_send = 0.0
         self.closed_at: float | None = None
@@ -138,7 +142,7 @@ class Pair:
                 partial(
                     serve_listeners, consume, [listener], config=SERVER,
                     on_disconnect=lambda c, r: self.kicks.append(
-                        (trio.current_time(), r)
+                        (trio.current_time(), r, c.last_sent)
                     ),
                 )
             )  # fmt: skip
@@ -189,19 +193,23 @@ class Pair:
             if self.closed_at is None:
                 assert kicks == [] and client_end == [], (kicks, client_end)
             else:
-                assert kicks == [(self.closed_at, DisconnectReason.CLOSED_BY_PEER)]
-                assert client_end == [(self.closed_at, "closed")]
+                closed = self.closed_at
+                assert kicks == [(closed, DisconnectReason.CLOSED_BY_PEER, closed)]
+                assert client_end == [(closed, "closed")]
             return
         # The link is dead: the server's verdict comes exactly at its bound.
         kick_at = link.last_to_server + TIMEOUT
-        if now < kick_at:
+        reported_at = kick_at + SERVER.close_timeout
+        if now < reported_at:
             assert kicks == []
         else:
-            assert kicks == [(kick_at, DisconnectReason.HEARTBEAT_TIMEOUT)]
+            assert kicks == [(reported_at, DisconnectReason.HEARTBEAT_TIMEOUT, kick_at)]
         if self.closed_at is not None and self.closed_at <= link.cut_at + DEAD_AFTER:
             return  # closed before the client's verdict could be due
+        # Whatever the client keeps sending, it PINGs once nothing was received
+        # for interval, so its verdict comes within detection_bound of the cut.
         # EPS: the client sums its retry intervals, the test adds the bound.
-        latest = max(link.cut_at, self.last_send) + CLIENT.detection_bound + EPS
+        latest = link.cut_at + CLIENT.detection_bound + EPS
         if client_end and client_end[0][1] == "dead":
             dead_at = client_end[0][0]
             assert link.cut_at + DEAD_AFTER - EPS <= dead_at <= latest, (dead_at, link)
@@ -210,7 +218,7 @@ class Pair:
 
     async def finish(self) -> None:
         """Let every pending verdict fall due; check the final state."""
-        await self.advance(TIMEOUT + CLIENT.detection_bound + 1)
+        await self.advance(TIMEOUT + CLIENT.detection_bound + SERVER.close_timeout + 1)
         await self.check()
         if self.link.cut_at is not None and self.closed_at is None:
             assert self.client_end and self.client_end[0][1] == "dead"

@@ -194,7 +194,7 @@ class ClientConfig:
 class ServerConfig:
     """The server's heartbeat settings.
 
-    A connection that sends no frame for ``timeout`` seconds is kicked with
+    A connection from which nothing is received for ``timeout`` seconds is kicked with
     CLOSE(1). Clients are told to PING at an interval clamped into
     [``min_interval``, ``timeout`` / 2].
     """

@@ -414,7 +414,9 @@ class HeartbeatConnection:
         """Server: answer the client's HELLO; the connection is open."""
         await self._send(self.session.accept(negotiated))
 
-    async def send_heartbeat(self, payload: bytes = b"", *, resend: bool = False) -> None:
+    async def send_heartbeat(
+        self, payload: bytes = b"", *, resend: bool = False
+    ) -> None:
         """Send a PING; a ``resend`` gives no RTT sample (Karn's rule)."""
         await self._send(
             self.session.ping(payload, now=trio.current_time(), resend=resend)
@@ -614,7 +616,7 @@ class HeartbeatConnection:
                     break
                 for event in session.receive_data(data, trio.current_time()):
                     if type(event) is Data and self._on_data is None:
-                        self._received.append(event.payload)  # type: ignore[union-attr]
+                        self._received.append(event.payload)
                         self._wake_receivers()
                 if not data:
                     break
@@ -699,8 +701,8 @@ class HeartbeatConnection:
         finally:
             self._release_send()
 
-    async def _send_bounded(self, wire: bytes, timeout: float) -> None:
-        with trio.move_on_after(timeout) as scope:
+    async def _send_bounded(self, wire: bytes, limit: float) -> None:
+        with trio.move_on_after(limit) as scope:
             await self._transport.send_all(self._stream, wire)
         if scope.cancelled_caught:
             # The peer stopped reading. Part of a frame may be on the wire, so
@@ -708,7 +710,7 @@ class HeartbeatConnection:
             self.session.interrupt(
                 CloseInfo(
                     None,
-                    f"a send was blocked for {timeout:g} s: the peer stopped reading",
+                    f"a send was blocked for {limit:g} s: the peer stopped reading",
                     False,
                     DisconnectReason.SLOW_CONSUMER,
                 )
@@ -783,4 +785,3 @@ class HeartbeatConnection:
         if self._space_lot is None:
             self._space_lot = trio.lowlevel.ParkingLot()
         await self._space_lot.park()
-

@@ -36,6 +36,8 @@ class Kicker:
 
     ``kick`` returns True when the connection lingers by itself afterwards; the
     kicker then calls its ``stop_lingering()`` after ``close_timeout``.
+    ``after_kicks()``, if given, runs once after each batch of kicks (for the
+    log lines, which would otherwise delay the kicks after them).
     ``live`` is the server's set of connections still being served: an entry
     whose connection left it is dropped when it comes up. After :meth:`stop`,
     :meth:`run` returns as soon as ``live`` is empty.
@@ -47,8 +49,10 @@ class Kicker:
         close_timeout: float,
         kick: Callable[[HeartbeatConnection], bool],
         live: Collection[HeartbeatConnection],
+        after_kicks: Callable[[], object] | None = None,
     ) -> None:
         self.timeout = timeout
+        self._after_kicks = after_kicks
         self.close_timeout = close_timeout
         self._kick = kick
         self._live = live
@@ -89,6 +93,7 @@ class Kicker:
                 _, conn = lingering.popleft()
                 if conn in self._live:
                     conn.stop_lingering()
+            kicked = False
             while heap and heap[0][0] <= now:
                 _, _, conn = heapq.heappop(heap)
                 if conn.closed or conn not in self._live:
@@ -96,8 +101,12 @@ class Kicker:
                 due = conn.last_received + timeout
                 if due > now:
                     heapq.heappush(heap, (due, next(self._order), conn))
-                elif self._kick(conn):
+                    continue
+                kicked = True
+                if self._kick(conn):
                     lingering.append((now + self.close_timeout, conn))
+            if kicked and self._after_kicks is not None:
+                self._after_kicks()
             if self._stopping and not self._live:
                 return
             self._wakeup = trio.Event()

@@ -241,9 +241,7 @@ class LegacyConnection:
 
     async def _heartbeat(self, config: ClientConfig, body: trio.CancelScope) -> None:
         """The same retry rule as the framed client (``_schedule.py``)."""
-        schedule = RetrySchedule(
-            config.interval, config.retry_interval, config.retries
-        )
+        schedule = RetrySchedule(config.interval, config.retry_interval, config.retries)
         while True:
             action = schedule.poll(
                 trio.current_time(), self.last_sent, self.last_received

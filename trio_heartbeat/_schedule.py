@@ -91,7 +91,8 @@ class RetrySchedule:
 
     @property
     def verdict_after(self) -> float:
-        """Seconds from the first PING to the verdict: (retries + 1) x retry_interval."""
+        """Seconds from the first PING to the verdict: (retries + 1) x
+        retry_interval."""
         return (self.retries + 1) * self.retry_interval
 
     def attempt_deadline(self) -> float:

@@ -31,9 +31,9 @@ import attrs
 import trio
 
 from ._accept import serve_accept_loop
-from ._groups import split_cancelled
 from ._config import HandshakeError, Negotiated, ServerConfig, negotiate
 from ._connection import HeartbeatConnection, peer_host
+from ._groups import split_cancelled
 from ._keepalive import apply_keepalive
 from ._kicker import Kicker
 from ._protocol import CloseCode
@@ -160,9 +160,15 @@ class _Server:
         self.connections: set[HeartbeatConnection] = set()
         self.per_ip: collections.Counter[str] = collections.Counter()
         self.kicker = Kicker(
-            config.timeout, config.close_timeout, self._kick, self.connections
+            config.timeout,
+            config.close_timeout,
+            self._kick,
+            self.connections,
+            self._log_kicks,
         )
-        self._kick_reason = f"no frame for {config.timeout:g} s"
+        self._kick_reason = f"nothing received for {config.timeout:g} s"
+        # Kicked in the kicker's current batch, to be logged after it.
+        self._kicked: list[HeartbeatConnection] = []
 
     # ------------------------------------------------------------ the life
 
@@ -364,11 +370,24 @@ class _Server:
                 self._kick_reason,
                 DisconnectReason.HEARTBEAT_TIMEOUT,
             )
+            self._kicked.append(conn)
         # Cancelling costs as much as the rest of a kick (Trio records who
         # cancelled): skipped where the socket's end already ends everything.
         if not alone:
             conn.cancel()
         return alone
+
+    def _log_kicks(self) -> None:
+        """Log this batch's kicks when they happened (their cleanup, which
+        waits for the client's answer, is reported by on_disconnect later)."""
+        for conn in self._kicked:
+            logger.warning(
+                "kick %s: heartbeat timeout [CLOSE %d]: %s",
+                conn.peer,
+                CloseCode.HEARTBEAT_TIMEOUT,
+                self._kick_reason,
+            )
+        self._kicked.clear()
 
     async def _finish(
         self,
@@ -391,10 +410,7 @@ class _Server:
             category = info.disconnect_reason
             detail = f": {info.reason}" if info.reason else ""
             shown = "" if info.code is None else f" [CLOSE {info.code}]"
-            if category is DisconnectReason.HEARTBEAT_TIMEOUT:
-                logger.warning("kick %s: %s%s%s", conn.peer, category.value, shown,
-                               detail)  # fmt: skip
-            else:
+            if category is not DisconnectReason.HEARTBEAT_TIMEOUT:  # logged at kick
                 logger.info("disconnect %s: %s%s%s", conn.peer, category.value,
                             shown, detail)  # fmt: skip
             if self.on_disconnect is not None:

@@ -228,7 +228,9 @@ class ProtocolFailure:
     wire: bytes
 
 
-Event = HelloReceived | Established | Data | Pong | Close | EndOfStream | ProtocolFailure
+Event = (
+    HelloReceived | Established | Data | Pong | Close | EndOfStream | ProtocolFailure
+)
 _END_OF_STREAM: Final = EndOfStream()
 
 _Handler = Callable[["Session", Any, float, list[Any]], None]
@@ -261,6 +263,7 @@ class Session:
 
     __slots__ = (
         "_decoder",
+        "_earliest_ping",
         "_interrupted",
         "_ping_resent",
         "_ping_sent_at",
@@ -271,14 +274,13 @@ class Session:
         "close_info",
         "frames_received",
         "frames_sent",
-        "_earliest_ping",
         "last_received",
         "last_sent",
+        "max_ping_strikes",
         "min_ping_interval",
         "negotiated",
         "peer_hello",
         "peer_max_frame_size",
-        "max_ping_strikes",
         "ping_strikes",
         "pings_received",
         "pings_sent",
@@ -507,7 +509,9 @@ class Session:
         decoder.receive_data(data)
         return self.next_events(now, since=previous)
 
-    def next_events(self, now: float, *, since: float = -math.inf) -> list[Event | bytes]:
+    def next_events(
+        self, now: float, *, since: float = -math.inf
+    ) -> list[Event | bytes]:
         """The events of frames already received but not yet returned.
 
         ``since`` is when bytes were received before these (the PINGs among

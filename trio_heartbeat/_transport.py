@@ -20,6 +20,7 @@ ended it), so that no ``OSError`` or ``errno`` reaches the connection logic.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -100,10 +101,10 @@ class Transport:
         Streams that cannot half-close (TLS) are left as they are.
         """
         if isinstance(stream, trio.abc.HalfCloseableStream):
-            try:
+            with contextlib.suppress(
+                trio.ClosedResourceError, trio.BrokenResourceError
+            ):
                 await stream.send_eof()
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                pass
 
     def write_now(self, stream: trio.abc.Stream, data: bytes) -> bool:
         """Write ``data`` without waiting, if the kernel takes all of it at once.

@@ -71,4 +71,3 @@ def main(
         return run_connect(args, client, tls, read_chunk)
     except KeyboardInterrupt:
         return 130
-

@@ -112,13 +112,24 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "TCP keepalive probes an idle connection; TCP_USER_TIMEOUT bounds how long "
         "sent data may stay unacknowledged (keepalive alone does nothing then).",
     )
-    kernel.add_argument("--keepalive-idle", type=float, metavar="S",
-                        help="idle seconds before the first probe (TCP_KEEPIDLE)")
-    kernel.add_argument("--keepalive-interval", type=float, metavar="S",
-                        help="seconds between probes (TCP_KEEPINTVL)")
-    kernel.add_argument("--keepalive-count", type=int, metavar="N",
-                        help="unanswered probes before the kernel drops it "
-                        "(TCP_KEEPCNT)")
+    kernel.add_argument(
+        "--keepalive-idle",
+        type=float,
+        metavar="S",
+        help="idle seconds before the first probe (TCP_KEEPIDLE)",
+    )
+    kernel.add_argument(
+        "--keepalive-interval",
+        type=float,
+        metavar="S",
+        help="seconds between probes (TCP_KEEPINTVL)",
+    )
+    kernel.add_argument(
+        "--keepalive-count",
+        type=int,
+        metavar="N",
+        help="unanswered probes before the kernel drops it (TCP_KEEPCNT)",
+    )
     kernel.add_argument("--user-timeout", type=_user_timeout, metavar="S|auto",
                         help="TCP_USER_TIMEOUT in seconds; 'auto' derives it from "
                         "the heartbeat timeout")  # fmt: skip
@@ -132,49 +143,109 @@ def _add_serve(commands: Any) -> None:
         "the same bytes upper-cased; silent clients are kicked.",
         allow_abbrev=False,
     )
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="address to bind (default %(default)s)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default %(default)s)"
+    )
     serve.add_argument("--port", type=int, default=5005,
                        help="TCP port, 0 for any (default %(default)s)")  # fmt: skip
     option = _config_option
-    option(serve, "--timeout", ServerConfig, "timeout", type=float, metavar="S",
-           help="kick a client after S seconds without receiving anything")
-    option(serve, "--handshake-timeout", ServerConfig, "handshake_timeout",
-           type=float, metavar="S", help="seconds a client has to send HELLO")
-    option(serve, "--min-interval", ServerConfig, "min_interval", type=float,
-           metavar="S", help="smallest heartbeat interval granted")
-    option(serve, "--max-ping-strikes", ServerConfig, "max_ping_strikes", type=int,
-           metavar="N", help="PINGs in a row sent closer together than "
-           "--min-interval tolerated before CLOSE(4); 0 for any number")
-    option(serve, "--max-frame-size", ServerConfig, "max_frame_size", type=int,
-           metavar="BYTES", help="largest frame accepted")
-    option(serve, "--max-connections", ServerConfig, "max_connections", type=int,
-           metavar="N", help="refuse clients past N with CLOSE(6)")
-    option(serve, "--max-connections-per-ip", ServerConfig, "max_connections_per_ip",
-           type=int, metavar="N",
-           help="refuse the newest connection past N from one IP with CLOSE(6)")
-    option(serve, "--send-timeout", ServerConfig, "send_timeout", type=float,
-           metavar="S", help="drop a client that stalls a send for S seconds")
-    # fmt: skip
+    option(
+        serve,
+        "--timeout",
+        ServerConfig,
+        "timeout",
+        type=float,
+        metavar="S",
+        help="kick a client after S seconds without receiving anything",
+    )
+    option(
+        serve,
+        "--handshake-timeout",
+        ServerConfig,
+        "handshake_timeout",
+        type=float,
+        metavar="S",
+        help="seconds a client has to send HELLO",
+    )
+    option(
+        serve,
+        "--min-interval",
+        ServerConfig,
+        "min_interval",
+        type=float,
+        metavar="S",
+        help="smallest heartbeat interval granted",
+    )
+    option(
+        serve,
+        "--max-ping-strikes",
+        ServerConfig,
+        "max_ping_strikes",
+        type=int,
+        metavar="N",
+        help="PINGs in a row sent closer together than "
+        "--min-interval tolerated before CLOSE(4); 0 for any number",
+    )
+    option(
+        serve,
+        "--max-frame-size",
+        ServerConfig,
+        "max_frame_size",
+        type=int,
+        metavar="BYTES",
+        help="largest frame accepted",
+    )
+    option(
+        serve,
+        "--max-connections",
+        ServerConfig,
+        "max_connections",
+        type=int,
+        metavar="N",
+        help="refuse clients past N with CLOSE(6)",
+    )
+    option(
+        serve,
+        "--max-connections-per-ip",
+        ServerConfig,
+        "max_connections_per_ip",
+        type=int,
+        metavar="N",
+        help="refuse the newest connection past N from one IP with CLOSE(6)",
+    )
+    option(
+        serve,
+        "--send-timeout",
+        ServerConfig,
+        "send_timeout",
+        type=float,
+        metavar="S",
+        help="drop a client that stalls a send for S seconds",
+    )
     serve.add_argument(
         "--no-heartbeat",
         action="store_true",
         help="never kick silent clients (debugging); PINGs are still answered",
     )
-    serve.add_argument("--log-level", default="INFO", type=str.upper,
-                       choices=LOG_LEVELS)
-    serve.add_argument("--token-file", metavar="F",
-                       help="require clients to present the token in file F "
-                       "(CLOSE(7) otherwise)")
+    serve.add_argument(
+        "--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS
+    )
+    serve.add_argument(
+        "--token-file",
+        metavar="F",
+        help="require clients to present the token in file F (CLOSE(7) otherwise)",
+    )
     serve.add_argument("--certfile", metavar="F", help="TLS: certificate chain (PEM)")
     serve.add_argument("--keyfile", metavar="F", help="TLS: private key (PEM)")
     serve.add_argument(
-        "--workers", type=int, default=1, metavar="N",
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
         help="N worker processes sharing the port (SO_REUSEPORT), supervised; "
         "limits such as --max-connections apply per worker (default 1)",
     )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
-    # fmt: skip
     _add_common(serve)
 
 
@@ -188,36 +259,72 @@ def _add_connect(commands: Any) -> None:
         "declared dead.",
         allow_abbrev=False,
     )
-    connect.add_argument("host", nargs="?", default="127.0.0.1",
-                         help="server address (default %(default)s)")
-    connect.add_argument("--port", type=int, default=5005,
-                         help="server port (default %(default)s)")
-    option = _config_option
-    option(connect, "--interval", ClientConfig, "interval", type=float, metavar="S",
-           help="PING after S seconds with nothing sent or nothing received")
-    option(connect, "--retries", ClientConfig, "retries", type=int, metavar="N",
-           help="unanswered resends before the server is dead")
-    option(connect, "--retry-interval", ClientConfig, "retry_interval", type=float,
-           metavar="S", help="seconds between resends")
-    connect.add_argument("--client-id", metavar="ID",
-                         help="name this client in HELLO (server logs, presence)")
-    connect.add_argument("--reconnect", action="store_true",
-                         help="reconnect with backoff instead of exiting, until "
-                         "stdin ends")
     connect.add_argument(
-        "--max-backoff", type=float, default=_default(Backoff, "cap"), metavar="S",
+        "host",
+        nargs="?",
+        default="127.0.0.1",
+        help="server address (default %(default)s)",
+    )
+    connect.add_argument(
+        "--port", type=int, default=5005, help="server port (default %(default)s)"
+    )
+    option = _config_option
+    option(
+        connect,
+        "--interval",
+        ClientConfig,
+        "interval",
+        type=float,
+        metavar="S",
+        help="PING after S seconds with nothing sent or nothing received",
+    )
+    option(
+        connect,
+        "--retries",
+        ClientConfig,
+        "retries",
+        type=int,
+        metavar="N",
+        help="unanswered resends before the server is dead",
+    )
+    option(
+        connect,
+        "--retry-interval",
+        ClientConfig,
+        "retry_interval",
+        type=float,
+        metavar="S",
+        help="seconds between resends",
+    )
+    connect.add_argument(
+        "--client-id",
+        metavar="ID",
+        help="name this client in HELLO (server logs, presence)",
+    )
+    connect.add_argument(
+        "--reconnect",
+        action="store_true",
+        help="reconnect with backoff instead of exiting, until stdin ends",
+    )
+    connect.add_argument(
+        "--max-backoff",
+        type=float,
+        default=_default(Backoff, "cap"),
+        metavar="S",
         help="--reconnect: the longest wait between attempts; waits start at up to "
         f"{_default(Backoff, 'base'):g} s and double per failure, with full jitter "
         "(default %(default)g)",
     )
-    connect.add_argument("--log-level", default="WARNING", type=str.upper,
-                         choices=LOG_LEVELS)
-    connect.add_argument("--token-file", metavar="F",
-                         help="present the token in file F in HELLO")
+    connect.add_argument(
+        "--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS
+    )
+    connect.add_argument(
+        "--token-file", metavar="F", help="present the token in file F in HELLO"
+    )
     connect.add_argument("--tls", action="store_true", help="connect over TLS")
-    connect.add_argument("--cafile", metavar="F",
-                         help="TLS: trust the CA certificates in F (PEM)")
-    # fmt: skip
+    connect.add_argument(
+        "--cafile", metavar="F", help="TLS: trust the CA certificates in F (PEM)"
+    )
     _add_common(connect)
 
 

@@ -22,8 +22,13 @@ from trio_heartbeat import (
     serve_listeners,
 )
 
-from ._options import EXIT_CONNECTION, EXIT_OK, EXIT_USAGE, LEGACY_PROTOCOLS
-from ._options import strip_options
+from ._options import (
+    EXIT_CONNECTION,
+    EXIT_OK,
+    EXIT_USAGE,
+    LEGACY_PROTOCOLS,
+    strip_options,
+)
 from ._status import process_status
 from ._workers import (
     ReusePortUnavailable,
@@ -127,6 +132,4 @@ def run_serve(
     if args.workers > 1:
         return _run_workers(args, argv)
     legacy = args.protocol in LEGACY_PROTOCOLS
-    return trio.run(
-        _serve, config, args.host, args.port, legacy, args.reuse_port, tls
-    )
+    return trio.run(_serve, config, args.host, args.port, legacy, args.reuse_port, tls)
