@@ -234,7 +234,6 @@ Event = (
 _END_OF_STREAM: Final = EndOfStream()
 
 _Handler = Callable[["Session", Any, float, list[Any]], None]
-_ENDED: Final = frozenset({SessionState.PEER_CLOSED, SessionState.CLOSED})
 
 
 class Session:
@@ -264,16 +263,16 @@ class Session:
     __slots__ = (
         "_decoder",
         "_earliest_ping",
-        "_interrupted",
+        "_input_done",
         "_ping_resent",
         "_ping_sent_at",
         "_rtt",
-        "_state",
         "bytes_received",
         "bytes_sent",
         "close_info",
         "frames_received",
         "frames_sent",
+        "interrupted",
         "last_received",
         "last_sent",
         "max_ping_strikes",
@@ -288,6 +287,7 @@ class Session:
         "pongs_received",
         "pongs_sent",
         "role",
+        "state",
     )
 
     def __init__(
@@ -301,10 +301,15 @@ class Session:
         open: bool = False,
     ) -> None:
         self.role = role
-        self._state = SessionState.OPEN if open else SessionState.HANDSHAKE
+        #: Where the session is (read it; the session's methods change it).
+        self.state = SessionState.OPEN if open else SessionState.HANDSHAKE
         self._decoder = FrameDecoder(max_frame_size)
-        #: A send was cut mid-frame: no frame, not even CLOSE, may follow.
-        self._interrupted = False
+        #: Sending stopped without a whole CLOSE (see :meth:`interrupt`): no
+        #: frame, not even CLOSE, may follow.
+        self.interrupted = False
+        # Nothing more will be decoded: the end of the stream was fed, or the
+        # decoder failed. What arrives after is discarded.
+        self._input_done = False
         #: Why the connection ended (or is ending); the first reason wins.
         self.close_info: CloseInfo | None = None
         #: The values that apply, once the handshake is done.
@@ -340,15 +345,11 @@ class Session:
     # ------------------------------------------------------------ state
 
     @property
-    def state(self) -> SessionState:
-        return self._state
-
-    @property
     def can_send(self) -> bool:
         """Whether a frame may be sent now (the one place that decides it)."""
         return (
-            self._state is SessionState.OPEN or self._state is SessionState.PEER_CLOSED
-        ) and not self._interrupted
+            self.state is SessionState.OPEN or self.state is SessionState.PEER_CLOSED
+        ) and not self.interrupted
 
     @property
     def closed(self) -> bool:
@@ -382,7 +383,7 @@ class Session:
     def accept(self, negotiated: Negotiated) -> bytes:
         """Server: answer the client's HELLO with the values that apply."""
         self._expect(Role.SERVER, "accept")
-        self._state = SessionState.OPEN
+        self.state = SessionState.OPEN
         self.negotiated = negotiated
         self.peer_max_frame_size = negotiated.max_frame_size
         self.frames_sent += 1
@@ -439,18 +440,18 @@ class Session:
         or a send was cut mid-frame, and then this returns ``b""``.
         """
         self.record(CloseInfo(code, reason, False, disconnect_reason, error_class))
-        if self._interrupted:
-            self._state = SessionState.CLOSED
+        if self.interrupted:
+            self.state = SessionState.CLOSED
             return b""
-        if self._state is SessionState.CLOSING or self._state is SessionState.CLOSED:
+        if self.state is SessionState.CLOSING or self.state is SessionState.CLOSED:
             return b""
         ours = self.close_info
         assert ours is not None
         if ours.by_peer or ours.code is None:
             ours = CloseInfo(code, reason, False, disconnect_reason)
-        self._state = (
+        self.state = (
             SessionState.CLOSED
-            if self._state is SessionState.PEER_CLOSED
+            if self.state is SessionState.PEER_CLOSED
             else SessionState.CLOSING
         )
         self.frames_sent += 1
@@ -460,23 +461,18 @@ class Session:
         """A send was cut mid-frame (cancelled, or blocked too long), or we stop
         without a CLOSE: part of a frame may be on the wire, so no frame may
         follow. Records ``info``."""
-        self._interrupted = True
+        self.interrupted = True
         self.record(info)
-
-    @property
-    def interrupted(self) -> bool:
-        """Whether sending stopped without a whole CLOSE (see :meth:`interrupt`)."""
-        return self._interrupted
 
     def give_up(self) -> None:
         """Stop waiting for the peer's CLOSE or end of stream: the connection
         is over (its stream is being closed)."""
-        self._state = SessionState.CLOSED
+        self.state = SessionState.CLOSED
 
     def lost(self, reason: str) -> None:
         """The transport broke (reset, gone): nothing more in either direction."""
         self.record(CloseInfo(None, reason, True, DisconnectReason.CONNECTION_LOST))
-        self._state = SessionState.CLOSED
+        self.state = SessionState.CLOSED
 
     def sent(self, nbytes: int, now: float) -> None:
         """Report that ``nbytes`` bytes of frames made here were written at ``now``.
@@ -499,14 +495,20 @@ class Session:
         if data:
             self.bytes_received += len(data)
             self.last_received = now
-        decoder = self._decoder
-        if decoder.failed or decoder.eof or self._state in _ENDED:
+        state = self.state
+        if (
+            self._input_done
+            or state is SessionState.PEER_CLOSED
+            or state is SessionState.CLOSED
+        ):
             # After a protocol error, the peer's CLOSE or the end of the
             # stream, what arrives is discarded.
             if data:
                 return []
             return [self._end_of_stream()]
-        decoder.receive_data(data)
+        self._decoder.receive_data(data)
+        if not data:
+            self._input_done = True
         return self.next_events(now, since=previous)
 
     def next_events(
@@ -526,12 +528,13 @@ class Session:
         empty_pongs = 0
         pongs: list[bytes] | None = None
         while True:
-            state = self._state
+            state = self.state
             if state is SessionState.HANDSHAKE and self.peer_hello:
                 break  # the server's decision on the HELLO comes first
             try:
                 frame = decoder.next_frame()
             except RemoteProtocolError as exc:
+                self._input_done = True
                 self._flush_pongs(events, empty_pongs, pongs)
                 self._fail(exc, events)
                 return events
@@ -572,15 +575,22 @@ class Session:
             except (RemoteProtocolError, HandshakeError) as exc:
                 self._fail(exc, events)
                 return events
-            if self._state is SessionState.CLOSED or (
-                self._state is SessionState.PEER_CLOSED
+            if self.state is SessionState.CLOSED or (
+                self.state is SessionState.PEER_CLOSED
             ):
                 break  # nothing valid follows the peer's CLOSE
-        self._flush_pongs(events, empty_pongs, pongs)
+        if pongs is None:  # the usual case, inline: PINGs without payloads
+            if empty_pongs:
+                events.append(
+                    _EMPTY_PONG if empty_pongs == 1 else _EMPTY_PONG * empty_pongs
+                )
+        else:
+            self._flush_pongs(events, empty_pongs, pongs)
         # The decoder raises TruncatedFrameError at the end of the stream inside
         # a frame, so an exhausted buffer at EOF is a clean end.
-        if decoder.eof and decoder.buffered == 0 and self._state not in _ENDED:
-            events.append(self._end_of_stream())
+        if self._input_done and self.state is not SessionState.CLOSED:
+            if self.state is not SessionState.PEER_CLOSED and decoder.buffered == 0:
+                events.append(self._end_of_stream())
         return events
 
     @staticmethod
@@ -627,7 +637,7 @@ class Session:
         )
 
     def _end_of_stream(self) -> EndOfStream:
-        state = self._state
+        state = self.state
         if state is SessionState.HANDSHAKE:
             self.record(
                 CloseInfo(
@@ -637,7 +647,7 @@ class Session:
                     DisconnectReason.HANDSHAKE_FAILED,
                 )
             )
-            self._state = SessionState.CLOSED
+            self.state = SessionState.CLOSED
         elif state is SessionState.OPEN:
             self.record(
                 CloseInfo(
@@ -647,9 +657,9 @@ class Session:
                     DisconnectReason.CLOSED_BY_PEER,
                 )
             )
-            self._state = SessionState.CLOSED
+            self.state = SessionState.CLOSED
         elif state is SessionState.CLOSING:
-            self._state = SessionState.CLOSED
+            self.state = SessionState.CLOSED
         # PEER_CLOSED: the peer is done; we may still send our reply.
         return _END_OF_STREAM
 
@@ -667,10 +677,10 @@ class Session:
                 if code == CloseCode.TOO_MANY_PINGS
                 else DisconnectReason.PROTOCOL_ERROR
             )
-        if self._state is SessionState.CLOSING or self._state is SessionState.CLOSED:
+        if self.state is SessionState.CLOSING or self.state is SessionState.CLOSED:
             # Our CLOSE is out already: the rest is discarded.
             if self._decoder.eof:
-                self._state = SessionState.CLOSED
+                self.state = SessionState.CLOSED
             return
         wire = self.close(code, str(error), reason)
         info = self.close_info
@@ -697,13 +707,13 @@ class Session:
         negotiated = Negotiated.from_hello(frame.fields)  # HandshakeError: CLOSE 7
         self.negotiated = negotiated
         self.peer_max_frame_size = negotiated.max_frame_size
-        self._state = SessionState.OPEN
+        self.state = SessionState.OPEN
         events.append(Established(negotiated))
 
     def _on_refusal(self, frame: Close, now: float, events: list[Any]) -> None:
         """Client: the server closed instead of answering HELLO (full, refused)."""
         self.record(CloseInfo(frame.code, frame.reason, True, _refusal(frame.code)))
-        self._state = SessionState.PEER_CLOSED
+        self.state = SessionState.PEER_CLOSED
         events.append(frame)
 
     def _on_data(self, frame: Data, now: float, events: list[Any]) -> None:
@@ -725,21 +735,21 @@ class Session:
         self.record(
             CloseInfo(frame.code, frame.reason, True, DisconnectReason.CLOSED_BY_PEER)
         )
-        self._state = SessionState.PEER_CLOSED
+        self.state = SessionState.PEER_CLOSED
         events.append(frame)
 
     def _on_close_reply(self, frame: Close, now: float, events: list[Any]) -> None:
         """The peer's CLOSE answering ours: the close handshake is complete."""
-        self._state = SessionState.CLOSED
+        self.state = SessionState.CLOSED
         events.append(frame)
 
     def _expect(self, role: Role, what: str) -> None:
         if self.role is not role:
             raise LocalProtocolError(f"{what}() is for the {role.value} side")
-        if self._state is not SessionState.HANDSHAKE:
+        if self.state is not SessionState.HANDSHAKE:
             raise LocalProtocolError(
                 f"{what}() belongs to the handshake, and the session is "
-                f"{self._state.value}"
+                f"{self.state.value}"
             )
 
     # For tests and the docs: the state machine as a table.

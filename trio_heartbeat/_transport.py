@@ -7,11 +7,14 @@ connection nothing but a reference; they take the stream as an argument.
 * :data:`STREAM` speaks to any ``trio.abc.Stream`` (TLS, in-memory, Unix...)
   through its own async methods.
 * :data:`SOCKET` reads and writes a plain ``trio.SocketStream`` by descriptor
-  (``os.read``/``os.write`` plus ``wait_readable``, with Trio's own checkpoint
-  sequence). ``SocketStream.receive_some`` would keep three more frames and a
-  context manager alive in every idle connection (~0.7 KB of it), and costs as
-  much again per read. It can also write a small frame and shut the socket
-  down synchronously, which a kick of a thousand connections at once needs.
+  (``os.read``/``os.write`` plus ``wait_readable``/``wait_writable``, with
+  Trio's own checkpoint sequence). ``SocketStream.receive_some`` would keep
+  three more frames and a context manager alive in every idle connection (~0.7
+  KB of it), and its ``receive_some``/``send_all`` cost as much again per
+  heartbeat in layers (conflict detection, error translation, the socket
+  wrapper) that this path does once, here. It can also write a small frame and
+  shut the socket down synchronously, which a kick of a thousand connections at
+  once needs.
 
 Every transport error is translated here, once, into :class:`TransportClosed`
 (we closed it ourselves) or :class:`TransportBroken` (the peer or the network
@@ -159,6 +162,27 @@ class SocketTransport(Transport):
             raise TransportBroken(str(exc) or type(exc).__name__) from None
         return data
 
+    async def send_all(self, stream: trio.abc.Stream, data: bytes) -> None:
+        sock = stream.socket  # type: ignore[attr-defined]
+        try:
+            # As receive(): a write that completes at once is followed by a
+            # schedule point; else wait until writable and write the rest.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            sent = _write_ready(sock, data)
+            if sent == len(data):
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+            view = memoryview(data)
+            while sent < len(data):
+                await trio.lowlevel.wait_writable(sock)
+                sent += _write_ready(sock, view[sent:])
+        except trio.ClosedResourceError:
+            raise TransportClosed from None
+        except OSError as exc:
+            if exc.errno == errno.EBADF:  # closed while we waited
+                raise TransportClosed from None
+            raise TransportBroken(str(exc) or type(exc).__name__) from None
+
     def write_now(self, stream: trio.abc.Stream, data: bytes) -> bool:
         sock = stream.socket  # type: ignore[attr-defined]
         try:
@@ -190,6 +214,14 @@ def _read_ready(sock: trio.socket.SocketType) -> bytes | None:
         return os.read(sock.fileno(), RECEIVE_SIZE)
     except BlockingIOError:
         return None
+
+
+def _write_ready(sock: trio.socket.SocketType, data: bytes | memoryview) -> int:
+    """Bytes of ``data`` the socket took now (0 if none fit)."""
+    try:
+        return os.write(sock.fileno(), data)
+    except BlockingIOError:
+        return 0
 
 
 STREAM: Final = Transport()
