@@ -128,9 +128,15 @@ async def python_clients(port: int, clients: int, kick_after: float) -> list[flo
 
 
 async def measure(
-    clients: int, kick_after: float, loadgen: str | None, handler: str
+    clients: int,
+    kick_after: float,
+    loadgen: str | None,
+    handler: str,
+    pythonpath: str | None = None,
 ) -> tuple[list[float], list[float], list[float], float]:
     cmd = [sys.executable, "-c", SERVER, str(kick_after), handler]
+    if pythonpath is not None:  # another version of trio_heartbeat
+        cmd = ["env", f"PYTHONPATH={pythonpath}", *cmd]
     process, port = start_server(cmd, True)
     try:
         if loadgen is not None:
@@ -164,6 +170,13 @@ def main() -> None:
         help="the server's handler: per_message (as serve), or a task per "
         "connection beside its reader",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also measure trio_heartbeat from the checkout in DIR (another "
+        "version), alternating with this one round by round",
+    )
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(
@@ -171,22 +184,35 @@ def main() -> None:
     )
     loadgen = None if args.python_clients else build_loadgen()
     pin(1)
-    server_side, cleaned, client_side, spread = trio.run(
-        measure, args.clients, args.timeout, loadgen, args.handler
-    )
     print(f"handler: {args.handler}; clients: {'loadgen.c' if loadgen else 'Python'}")
-    print(f"clients kicked: {len(client_side)} of {args.clients}")
-    print(f"server: read the last PINGs over {spread * 1000:.1f} ms, first to last")
-    for name, values in (
-        ("server: CLOSE(1) written - (last frame + timeout)", server_side),
-        ("server: cleaned up and reported - (last frame + timeout)", cleaned),
-        ("client: CLOSE(1) arrival - (last PING sent + timeout)", client_side),
-    ):
-        ms = sorted(x * 1000 for x in values)
-        print(
-            f"{name}: p50 {statistics.median(ms):.1f} ms, "
-            f"p99 {ms[int(len(ms) * 0.99) - 1]:.1f} ms, max {ms[-1]:.1f} ms"
-        )
+    versions: list[tuple[str, str | None]] = [("this checkout", None)]
+    if args.baseline:
+        versions.append(("baseline", str(Path(args.baseline).resolve())))
+    p99s: dict[str, list[float]] = {name: [] for name, _ in versions}
+    for number in range(1, args.rounds + 1):
+        for name, pythonpath in versions:
+            server_side, cleaned, client_side, spread = trio.run(
+                measure, args.clients, args.timeout, loadgen, args.handler,
+                pythonpath,
+            )  # fmt: skip
+            print(f"round {number}, {name}: {len(client_side)} of {args.clients} "
+                  f"kicked; last PINGs read over {spread * 1000:.1f} ms")  # fmt: skip
+            for label, values in (
+                ("server: CLOSE(1) written - (last received + timeout)", server_side),
+                ("server: cleaned up and reported - (last received + timeout)",
+                 cleaned),
+                ("client: CLOSE(1) arrival - (last PING sent + timeout)", client_side),
+            ):  # fmt: skip
+                ms = sorted(x * 1000 for x in values)
+                p99 = ms[int(len(ms) * 0.99) - 1]
+                if label.startswith("server: CLOSE"):
+                    p99s[name].append(p99)
+                print(f"  {label}: p50 {statistics.median(ms):.1f} ms, "
+                      f"p99 {p99:.1f} ms, max {ms[-1]:.1f} ms")  # fmt: skip
+    for name, values in p99s.items():
+        print(f"{name}: CLOSE(1) written, median p99 over {len(values)} rounds "
+              f"{statistics.median(values):.1f} ms (each: "
+              f"{', '.join(f'{v:.1f}' for v in values)})")  # fmt: skip
 
 
 if __name__ == "__main__":

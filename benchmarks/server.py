@@ -439,12 +439,26 @@ def main() -> None:
     parser.add_argument("--rst", help="also write a reStructuredText table here")
     parser.add_argument("--svg", help="also draw a bar chart (SVG) here")
     parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run trio_heartbeat from the checkout in DIR (another version, "
+        "e.g. a git worktree of main) as 'trio_heartbeat-baseline', for A/B "
+        "figures taken in the same run",
+    )
+    parser.add_argument(
         "--servers",
         nargs="+",
         default=["trio_heartbeat", "bare-trio"],
-        choices=list(SERVERS),
+        choices=[*SERVERS, "trio_heartbeat-baseline"],
     )
     args = parser.parse_args()
+    if args.baseline:
+        SERVERS["trio_heartbeat-baseline"] = [
+            "env", f"PYTHONPATH={Path(args.baseline).resolve()}",
+            *SERVERS["trio_heartbeat"],
+        ]  # fmt: skip
+        if "trio_heartbeat-baseline" not in args.servers:
+            args.servers.append("trio_heartbeat-baseline")
     needed = 2 * max(args.connections) + 200
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < needed:
@@ -489,7 +503,9 @@ def ratios_of(runs: list[dict[str, Any]]) -> list[str]:
     lines: list[str] = []
     if ours is None:
         return lines
-    for other in ("bare-trio", "websockets-trio", "websockets-asyncio", "seed-c"):
+    others = ("trio_heartbeat-baseline", "bare-trio", "websockets-trio",
+              "websockets-asyncio", "seed-c")  # fmt: skip
+    for other in others:
         if other not in by:
             continue
         them = by[other]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+
+import pytest
 from hypothesis import settings
 
 # Hypothesis' per-example deadline (200 ms) is a performance check, and on a
@@ -9,3 +13,12 @@ from hypothesis import settings
 # in benchmarks/, not here.
 settings.register_profile("default", deadline=None)
 settings.load_profile("default")
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Collect after each test, so that a resource one leaks (an unclosed
+    socket's ResourceWarning, an error under filterwarnings) is reported
+    against that test and not whichever test the collector next runs in."""
+    yield
+    gc.collect()

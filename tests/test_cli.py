@@ -20,11 +20,10 @@ from typing import Any
 import pytest
 import trio
 
-from trio_heartbeat import Close, Data, FrameDecoder, Hello, Ping, Pong, encode
+from trio_heartbeat import Close, Data, Hello, Ping, Pong
 from trio_heartbeat._cli import main
-from trio_heartbeat._protocol import Frame
 
-from .helpers import listening_port
+from .helpers import RawPeer, listening_port
 
 PYTHON = sys.executable
 
@@ -58,24 +57,6 @@ def test_help_lists_the_contract_flags(capsys: pytest.CaptureFixture[str]) -> No
         "--max-backoff",
     ):
         assert flag in out
-
-
-class Wire:
-    """A raw socket client or server that speaks DESIGN.md's bytes directly."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.decoder = FrameDecoder()
-
-    async def send(self, frame: Frame) -> None:
-        await self.stream.send_all(encode(frame))
-
-    async def receive(self) -> Frame | None:
-        while (frame := self.decoder.next_frame()) is None:
-            if self.decoder.eof:
-                return None
-            self.decoder.receive_data(await self.stream.receive_some(65536))
-        return frame
 
 
 @asynccontextmanager
@@ -114,9 +95,9 @@ async def test_serve_subprocess_speaks_the_wire_protocol() -> None:
         port,
     ):
         with trio.fail_after(10):
-            wire = Wire(await trio.open_tcp_stream("127.0.0.1", port))
+            wire = RawPeer(await trio.open_tcp_stream("127.0.0.1", port))
             await wire.stream.send_all(b'\x01\x1b{"version":1,"interval":25}')
-            answer = await wire.receive()
+            answer = await wire.receive_or_eof()
             assert answer == Hello(
                 {
                     "version": 1,
@@ -127,23 +108,23 @@ async def test_serve_subprocess_speaks_the_wire_protocol() -> None:
                 }
             )
             await wire.stream.send_all(b"\x03\x00")
-            assert await wire.receive() == Pong()
+            assert await wire.receive_or_eof() == Pong()
             await wire.stream.send_all(b"\x02\x02hi")
-            assert await wire.receive() == Data(b"HI")
+            assert await wire.receive_or_eof() == Data(b"HI")
             # Silent now: kicked after the 2 s timeout with CLOSE(1), then EOF.
             started = time.monotonic()
-            assert await wire.receive() == Close(1, "nothing received for 2 s")
+            assert await wire.receive_or_eof() == Close(1, "nothing received for 2 s")
             assert 1.5 < time.monotonic() - started < 3.5
-            assert await wire.receive() is None
+            assert await wire.receive_or_eof() is None
             await wire.stream.aclose()
         # SIGTERM: graceful shutdown, CLOSE(5) to connected clients, exit 0.
         with trio.fail_after(10):
-            wire = Wire(await trio.open_tcp_stream("127.0.0.1", port))
+            wire = RawPeer(await trio.open_tcp_stream("127.0.0.1", port))
             await wire.send(Hello({"version": 1, "interval": 1}))
-            assert isinstance(await wire.receive(), Hello)
+            assert isinstance(await wire.receive_or_eof(), Hello)
             process.send_signal(signal.SIGTERM)
-            assert await wire.receive() == Close(5, "server shutting down")
-            assert await wire.receive() is None
+            assert await wire.receive_or_eof() == Close(5, "server shutting down")
+            assert await wire.receive_or_eof() is None
             await wire.stream.aclose()
             assert await process.wait() == 0
         assert process.stderr is not None
@@ -154,15 +135,15 @@ async def test_serve_subprocess_speaks_the_wire_protocol() -> None:
 async def test_serve_rejects_garbage_and_keeps_serving() -> None:
     async with serve_process() as (_, port):
         with trio.fail_after(10):
-            good = Wire(await trio.open_tcp_stream("127.0.0.1", port))
+            good = RawPeer(await trio.open_tcp_stream("127.0.0.1", port))
             await good.send(Hello({"version": 1}))
-            assert isinstance(await good.receive(), Hello)
-            bad = Wire(await trio.open_tcp_stream("127.0.0.1", port))
+            assert isinstance(await good.receive_or_eof(), Hello)
+            bad = RawPeer(await trio.open_tcp_stream("127.0.0.1", port))
             await bad.stream.send_all(b"GET / HTTP/1.1\r\n\r\n")
-            assert await bad.receive() == Close(2, "unknown frame type 0x47")
-            assert await bad.receive() is None
+            assert await bad.receive_or_eof() == Close(2, "unknown frame type 0x47")
+            assert await bad.receive_or_eof() is None
             await good.send(Data(b"still fine"))
-            assert await good.receive() == Data(b"STILL FINE")
+            assert await good.receive_or_eof() == Data(b"STILL FINE")
             await good.stream.aclose()
             await bad.stream.aclose()
 
@@ -202,12 +183,12 @@ async def test_connect_refused_exits_1() -> None:
 
 @asynccontextmanager
 async def raw_server(behaviour: Any) -> AsyncIterator[int]:
-    """A loopback TCP server (port 0) running behaviour(Wire) per connection."""
+    """A loopback TCP server (port 0) running behaviour(RawPeer) per connection."""
     async with trio.open_nursery() as nursery:
 
         async def handler(stream: trio.SocketStream) -> None:
             async with stream:
-                await behaviour(Wire(stream))
+                await behaviour(RawPeer(stream))
 
         listeners = await nursery.start(
             partial(trio.serve_tcp, handler, 0, host="127.0.0.1")
@@ -230,10 +211,10 @@ def hello_answer(interval: float = 1.0, min_interval: float = 0.1) -> Hello:
 async def test_connect_exits_3_when_server_never_answers_pings() -> None:
     pings: list[float] = []
 
-    async def mute(wire: Wire) -> None:
-        assert isinstance(await wire.receive(), Hello)
+    async def mute(wire: RawPeer) -> None:
+        assert isinstance(await wire.receive_or_eof(), Hello)
         await wire.send(hello_answer(interval=1.0))
-        while (frame := await wire.receive()) is not None:
+        while (frame := await wire.receive_or_eof()) is not None:
             if isinstance(frame, Ping):
                 pings.append(time.monotonic())
 
@@ -264,8 +245,8 @@ async def test_connect_exits_3_when_server_never_answers_pings() -> None:
 
 
 async def test_connect_prints_server_close_reason_and_exits_1() -> None:
-    async def closer(wire: Wire) -> None:
-        assert isinstance(await wire.receive(), Hello)
+    async def closer(wire: RawPeer) -> None:
+        assert isinstance(await wire.receive_or_eof(), Hello)
         await wire.send(hello_answer())
         await wire.send(Close(5, "maintenance window"))
 
@@ -292,16 +273,16 @@ async def test_reconnect_after_server_close_delivers_later_lines() -> None:
 
     second_connection = trio.Event()
 
-    async def flaky(wire: Wire) -> None:
+    async def flaky(wire: RawPeer) -> None:
         connections.append(1)
         if len(connections) == 2:
             second_connection.set()
-        assert isinstance(await wire.receive(), Hello)
+        assert isinstance(await wire.receive_or_eof(), Hello)
         await wire.send(hello_answer(interval=5))
         if len(connections) == 1:
             await wire.send(Close(5, "restarting"))
             return
-        while (frame := await wire.receive()) is not None:
+        while (frame := await wire.receive_or_eof()) is not None:
             if isinstance(frame, Data):
                 received.append(frame.payload)
                 await wire.send(Data(frame.payload.upper()))

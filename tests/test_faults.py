@@ -7,12 +7,13 @@ import resource
 import signal
 import socket
 import time
+from typing import Any
 
 import trio
 
-from trio_heartbeat import FrameDecoder, Hello, encode
+from trio_heartbeat import Hello
 
-from .helpers import listening_port, start_cli
+from .helpers import RawPeer, listening_port, start_cli, tcp_peer
 
 FD_LIMIT = 40
 
@@ -21,16 +22,22 @@ def _low_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
 
 
-async def _hello(port: int) -> tuple[trio.SocketStream, bool]:
-    """Connect and send HELLO; True if answered within 0.5 s."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    await stream.send_all(encode(Hello({"version": 1})))
-    decoder = FrameDecoder()
-    with trio.move_on_after(0.5):
-        while decoder.next_frame() is None:
-            decoder.receive_data(await stream.receive_some(65536))
-        return stream, True
-    return stream, False
+async def _answered_or(peer: RawPeer, log: Output, marker: bytes) -> bool:
+    """True when the server answers ``peer``'s HELLO, False when ``marker``
+    appears in its log first."""
+    answered = False
+    async with trio.open_nursery() as race:
+
+        @race.start_soon
+        async def answer() -> None:
+            nonlocal answered
+            assert isinstance(await peer.receive(), Hello)
+            answered = True
+            race.cancel_scope.cancel()
+
+        await log.wait_for(marker)
+        race.cancel_scope.cancel()
+    return answered
 
 
 async def test_out_of_file_descriptors_is_survived() -> None:
@@ -39,34 +46,28 @@ async def test_out_of_file_descriptors_is_survived() -> None:
             nursery, "serve", "--port", "0", preexec_fn=_low_fd_limit
         )
         assert server.stderr is not None
+        log = Output(server.stderr)
         with trio.fail_after(60):
             port = await listening_port(server)
             # Fill the server's descriptor table: the kernel still completes
             # the TCP handshakes (backlog), but accept() fails with EMFILE.
-            held: list[trio.SocketStream] = []
+            held: list[RawPeer] = []
             while True:
-                stream, answered = await _hello(port)
-                held.append(stream)
-                if not answered:
+                peer = await tcp_peer(port)
+                held.append(peer)
+                await peer.send(Hello({"version": 1}))
+                if not await _answered_or(peer, log, b"accept returned EMFILE"):
                     break
                 assert len(held) < FD_LIMIT, "the limit was never reached"
-            log = b""
-            while b"EMFILE" not in log:
-                log += await server.stderr.receive_some(65536)
-            assert b"accept returned EMFILE" in log
             assert server.returncode is None  # still running
             # Free descriptors: the waiting client is accepted and answered.
-            for stream in held[:5]:
-                await stream.aclose()
-            waiting = held[-1]
-            decoder = FrameDecoder()
-            while (frame := decoder.next_frame()) is None:
-                decoder.receive_data(await waiting.receive_some(65536))
-            assert isinstance(frame, Hello)
-            fresh, answered = await _hello(port)
-            assert answered
-            for stream in [*held[5:], fresh]:
-                await stream.aclose()
+            for peer in held[:5]:
+                await peer.stream.aclose()
+            assert isinstance(await held[-1].receive(), Hello)
+            fresh = await tcp_peer(port)
+            await fresh.hello()
+            for peer in [*held[5:], fresh]:
+                await peer.stream.aclose()
             server.terminate()
             assert await server.wait() == 0
         nursery.cancel_scope.cancel()
@@ -195,11 +196,13 @@ async def test_ping_flood_without_reading_keeps_server_memory_flat() -> None:
             log = Output(server.stderr)
             port = await listening_port(server)
             try:
-                flooder, answered = await _hello(port)
-                assert answered
+                flooding = await tcp_peer(port)
+                await flooding.hello()
+                flooder: Any = flooding.stream
                 flooder.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                other, answered = await _hello(port)
-                assert answered
+                talking = await tcp_peer(port)
+                await talking.hello()
+                other = talking.stream
                 before = _rss_kib(server.pid)
                 chunk = b"\x03\x00" * 32768  # 32768 empty PINGs
                 sent = 0

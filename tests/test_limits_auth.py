@@ -17,31 +17,29 @@ from trio_heartbeat import (
     CloseCode,
     ConnectionClosed,
     DisconnectReason,
-    FrameDecoder,
     HeartbeatConnection,
     Hello,
     ServerConfig,
     connect_stream,
-    encode,
     serve_listeners,
     serve_tcp,
 )
 
-from .helpers import MemoryListener, RawPeer, listening_port, start_cli
+from .helpers import (
+    MemoryListener,
+    RawPeer,
+    echo,
+    listening_port,
+    start_cli,
+    tcp_peer,
+)
 
 
-async def echo(conn: HeartbeatConnection) -> None:
-    async for data in conn:
-        await conn.send(data)
-
-
-async def hello_over_tcp(port: int, local: str) -> tuple[trio.SocketStream, Any]:
-    stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=local)
-    await stream.send_all(encode(Hello({"version": 1})))
-    decoder = FrameDecoder()
-    while (frame := decoder.next_frame()) is None:
-        decoder.receive_data(await stream.receive_some(65536))
-    return stream, frame
+async def hello_over_tcp(port: int, local: str) -> tuple[trio.abc.Stream, Any]:
+    """HELLO from address ``local``; the stream and the server's first frame."""
+    peer = await tcp_peer(port, local=local)
+    await peer.send(Hello({"version": 1}))
+    return peer.stream, await peer.receive()
 
 
 async def test_max_connections_per_ip() -> None:

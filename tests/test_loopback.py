@@ -9,10 +9,7 @@ import resource
 import socket
 import struct
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from functools import partial
-from typing import Any
+from collections.abc import Iterator
 
 import trio
 
@@ -21,54 +18,16 @@ from trio_heartbeat import (
     Close,
     Data,
     DisconnectReason,
-    FrameDecoder,
     HeartbeatConnection,
-    Hello,
     PerMessage,
     Pong,
     ServerConfig,
     encode,
     open_connection,
     per_message,
-    serve_tcp,
 )
-from trio_heartbeat._protocol import Frame
 
-
-async def echo_upper(conn: HeartbeatConnection) -> None:
-    async for data in conn:
-        await conn.send(data.upper())
-
-
-async def read_frame(stream: trio.SocketStream, decoder: FrameDecoder) -> Frame | None:
-    while (frame := decoder.next_frame()) is None:
-        if decoder.eof:
-            return None
-        decoder.receive_data(await stream.receive_some(65536))
-    return frame
-
-
-@asynccontextmanager
-async def tcp_server(handler: Any, **options: Any) -> AsyncIterator[int]:
-    """serve_tcp(handler, **options) on 127.0.0.1, port 0: yields the port."""
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(
-            partial(serve_tcp, handler, 0, host="127.0.0.1", **options)
-        )
-        yield listeners[0].socket.getsockname()[1]
-        nursery.cancel_scope.cancel()
-
-
-async def raw_client(
-    port: int, interval: float
-) -> tuple[trio.SocketStream, FrameDecoder, Hello]:
-    """A framed client past its handshake, and the server's HELLO."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    decoder = FrameDecoder()
-    await stream.send_all(encode(Hello({"version": 1, "interval": interval})))
-    answer = await read_frame(stream, decoder)
-    assert isinstance(answer, Hello)
-    return stream, decoder, answer
+from .helpers import echo_upper, tcp_peer, tcp_server
 
 
 async def test_thousand_concurrent_clients() -> None:
@@ -99,21 +58,22 @@ async def test_thousand_concurrent_clients() -> None:
         ) as port:
 
             async def client(i: int) -> None:
-                stream, decoder, answer = await raw_client(port, 20)
-                async with stream:
+                peer = await tcp_peer(port)
+                async with peer.stream:
+                    answer = await peer.hello(interval=20)
                     assert answer.fields["interval"] == 20
                     # Hold every connection open at once before the exchange.
                     await all_connected.wait()
-                    await stream.send_all(encode(Data(b"client %d" % i)) + b"\x03\x00")
+                    await peer.send_bytes(encode(Data(b"client %d" % i)) + b"\x03\x00")
                     # The reader answers PING at once; the DATA reply comes from
                     # the handler, so the two may arrive in either order.
-                    replies = [await read_frame(stream, decoder) for _ in range(2)]
+                    replies = [await peer.receive() for _ in range(2)]
                     assert sorted(map(repr, replies)) == sorted(
                         [repr(Data(b"CLIENT %d" % i)), repr(Pong())]
                     )
-                    await stream.send_all(encode(Close(0, "")))
-                    assert await read_frame(stream, decoder) == Close(0, "")
-                    assert await read_frame(stream, decoder) is None
+                    await peer.send(Close(0, ""))
+                    assert await peer.receive() == Close(0, "")
+                    await peer.expect_eof()
 
             async with trio.open_nursery() as clients_nursery:
                 for i in range(clients):
@@ -130,10 +90,10 @@ async def test_library_client_over_tcp() -> None:
                 assert conn.peer == f"127.0.0.1:{port}"
                 await conn.send(b"over tcp")
                 assert await conn.receive() == b"OVER TCP"
-                await conn.ping()
-                await trio.sleep(0.2)
+                answer = await conn.ping(b"seq=1")
+                assert answer.payload == b"seq=1"  # the server echoes it
                 assert conn.stats.pongs_received == 1
-                assert conn.rtt.srtt is not None and 0 <= conn.rtt.srtt < 0.2
+                assert conn.rtt.srtt == answer.rtt
 
 
 async def _kick_on_tcp(
@@ -157,11 +117,12 @@ async def _kick_on_tcp(
             on_connect=connected.append,
             on_disconnect=on_disconnect,
         ) as port:
-            stream, decoder, _ = await raw_client(port, 0.2)
-            async with stream:
-                await stream.send_all(send_first)
+            peer = await tcp_peer(port)
+            async with peer.stream:
+                await peer.hello(interval=0.2)
+                await peer.send_bytes(send_first)
                 frames = []
-                while (frame := await read_frame(stream, decoder)) is not None:
+                while (frame := await peer.receive_or_eof()) is not None:
                     frames.append(frame)
                 assert frames[-1] == Close(1, "nothing received for 0.4 s")
             await done.wait()
@@ -228,14 +189,15 @@ async def test_reset_by_the_peer_is_connection_lost_with_the_os_error() -> None:
 
     with trio.fail_after(10):
         async with tcp_server(echo_upper, on_disconnect=on_disconnect) as port:
-            stream, decoder, _ = await raw_client(port, 20)
-            await stream.send_all(encode(Data(b"x")))
-            assert await read_frame(stream, decoder) == Data(b"X")
+            peer = await tcp_peer(port)
+            await peer.hello(interval=20)
+            await peer.send(Data(b"x"))
+            assert await peer.receive() == Data(b"X")
             # Linger 0: close sends RST, the server's next read fails.
-            stream.setsockopt(
+            peer.stream.setsockopt(
                 socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
             )
-            await stream.aclose()
+            await peer.stream.aclose()
             await done.wait()
     (conn,) = ended
     assert conn.disconnect_reason is DisconnectReason.CONNECTION_LOST

@@ -29,50 +29,86 @@ from trio_heartbeat import (
     serve_listeners,
 )
 
-from .helpers import MemoryListener, RawPeer
+from .helpers import MemoryListener, RawPeer, echo_upper, tcp_peer
+
+# The behaviour tests run over memory streams and over real TCP sockets (the
+# descriptor fast path), in virtual time both. Over TCP the clock jumps only
+# once no socket event has come for a cushion of real time: loopback delivers
+# synchronously, so nothing is in flight by then. settle() waits with a smaller
+# cushion, so it wakes before the clock may jump.
+AUTOJUMP_CUSHION = {"memory": 0.0, "tcp": 0.05}
+SETTLE_CUSHION = {"memory": 0.0, "tcp": 0.01}
 
 
-async def echo_upper(conn: HeartbeatConnection) -> None:
-    async for data in conn:
-        await conn.send(data.upper())
+@pytest.fixture(params=["memory", "tcp"])
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def clock(transport: str) -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=AUTOJUMP_CUSHION[transport])
 
 
 @attrs.define
 class Running:
-    listener: MemoryListener
+    transport: str
+    listener: Any
     nursery: trio.Nursery
     handler_nursery: trio.Nursery
     events: list[tuple[str, str, DisconnectReason | None]]
+    peers: list[RawPeer] = attrs.Factory(list)
 
     async def connect(self) -> RawPeer:
-        return RawPeer(await self.listener.connect())
+        if self.transport == "memory":
+            peer = RawPeer(await self.listener.connect())
+        else:
+            peer = await tcp_peer(self.listener.socket.getsockname()[1])
+        self.peers.append(peer)
+        return peer
 
     async def client(self, **hello: Any) -> RawPeer:
         peer = await self.connect()
         await peer.hello(**hello)
         return peer
 
+    async def settle(self) -> None:
+        """Until every task is blocked (and, over TCP, no socket event is due)."""
+        await trio.testing.wait_all_tasks_blocked(SETTLE_CUSHION[self.transport])
+
 
 @asynccontextmanager
 async def running_server(
-    handler: Callable[[HeartbeatConnection], Any] = echo_upper, **kwargs: Any
+    transport: str,
+    handler: Callable[[HeartbeatConnection], Any] = echo_upper,
+    **kwargs: Any,
 ) -> AsyncIterator[Running]:
-    listener = MemoryListener()
     events: list[tuple[str, str, DisconnectReason | None]] = []
     async with trio.open_nursery() as nursery, trio.open_nursery() as handlers:
+        listeners: list[Any]
+        if transport == "memory":
+            listeners = [MemoryListener()]
+        else:
+            listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         await nursery.start(
             partial(
                 serve_listeners,
                 handler,
-                [listener],
+                listeners,
                 handler_nursery=handlers,
                 on_connect=lambda c: events.append(("connect", c.peer, None)),
                 on_disconnect=lambda c, r: events.append(("disconnect", c.peer, r)),
                 **kwargs,
             )
         )
-        yield Running(listener, nursery, handlers, events)
-        nursery.cancel_scope.cancel()
+        running = Running(transport, listeners[0], nursery, handlers, events)
+        try:
+            yield running
+        finally:
+            nursery.cancel_scope.cancel()
+            with trio.CancelScope(shield=True):
+                for peer in running.peers:
+                    await trio.aclose_forcefully(peer.stream)
 
 
 def server_tasks(server: Running) -> list[str]:
@@ -87,8 +123,10 @@ HEARTBEAT_TIMEOUT = DisconnectReason.HEARTBEAT_TIMEOUT
 # ------------------------------------------------------------ handshake
 
 
-async def test_hello_is_answered_with_negotiated_values(autojump_clock: Any) -> None:
-    async with running_server() as server:
+async def test_hello_is_answered_with_negotiated_values(
+    clock: Any, transport: str
+) -> None:
+    async with running_server(transport) as server:
         peer = await server.connect()
         answer = await peer.hello(interval=25)
         assert answer == Hello(
@@ -104,29 +142,33 @@ async def test_hello_is_answered_with_negotiated_values(autojump_clock: Any) -> 
         assert await peer.receive() == Data(b"HI")
 
 
-async def test_interval_is_clamped(autojump_clock: Any) -> None:
-    async with running_server(config=ServerConfig(timeout=20)) as server:
+async def test_interval_is_clamped(clock: Any, transport: str) -> None:
+    async with running_server(transport, config=ServerConfig(timeout=20)) as server:
         peer = await server.connect()
         assert (await peer.hello(interval=0.01)).fields["interval"] == 1.0
         peer = await server.connect()
         assert (await peer.hello(interval=100)).fields["interval"] == 10.0
 
 
-async def test_no_hello_is_closed_at_handshake_timeout(autojump_clock: Any) -> None:
-    async with running_server() as server:
+async def test_no_hello_is_closed_at_handshake_timeout(
+    clock: Any, transport: str
+) -> None:
+    async with running_server(transport) as server:
         start = trio.current_time()
         peer = await server.connect()
         assert await peer.receive() == Close(7, "no HELLO within 10 s")
         assert trio.current_time() - start == 10
         await peer.expect_eof()
-        await trio.testing.wait_all_tasks_blocked()
+        await server.settle()
         assert server.events == [
-            ("disconnect", "<StapledStream>", DisconnectReason.HANDSHAKE_FAILED)
+            ("disconnect", peer.name, DisconnectReason.HANDSHAKE_FAILED)
         ]
 
 
-async def test_slowloris_hello_is_cut_at_absolute_deadline(autojump_clock: Any) -> None:
-    async with running_server() as server:
+async def test_slowloris_hello_is_cut_at_absolute_deadline(
+    clock: Any, transport: str
+) -> None:
+    async with running_server(transport) as server:
         start = trio.current_time()
         peer = await server.connect()
         wire = b'\x01\x40{"version":1,"interval":25,"padding":"xxxxxxxxxxxxxxxxxxxxx"}'
@@ -156,8 +198,10 @@ async def test_slowloris_hello_is_cut_at_absolute_deadline(autojump_clock: Any) 
         (b"\x01\xa0\x8d\x06" + b"[" * 100_000, CloseCode.PROTOCOL_ERROR),
     ],
 )
-async def test_bad_handshake(autojump_clock: Any, wire: bytes, code: CloseCode) -> None:
-    async with running_server() as server:
+async def test_bad_handshake(
+    clock: Any, transport: str, wire: bytes, code: CloseCode
+) -> None:
+    async with running_server(transport) as server:
         peer = await server.connect()
         await peer.send_bytes(wire)
         frame = await peer.receive()
@@ -166,21 +210,23 @@ async def test_bad_handshake(autojump_clock: Any, wire: bytes, code: CloseCode) 
         await peer.expect_eof()
 
 
-async def test_client_close_during_handshake(autojump_clock: Any) -> None:
-    async with running_server() as server:
+async def test_client_close_during_handshake(clock: Any, transport: str) -> None:
+    async with running_server(transport) as server:
         peer = await server.connect()
         await peer.stream.aclose()
-        await trio.testing.wait_all_tasks_blocked()
+        await server.settle()
         assert server.events == [
-            ("disconnect", "<StapledStream>", DisconnectReason.HANDSHAKE_FAILED)
+            ("disconnect", peer.name, DisconnectReason.HANDSHAKE_FAILED)
         ]
 
 
 # ------------------------------------------------------------ liveness
 
 
-async def test_silent_client_is_kicked_exactly_at_timeout(autojump_clock: Any) -> None:
-    async with running_server() as server:
+async def test_silent_client_is_kicked_exactly_at_timeout(
+    clock: Any, transport: str
+) -> None:
+    async with running_server(transport) as server:
         peer = await server.client(interval=25)
         await trio.sleep(7)
         await peer.send(Data(b"last words"))
@@ -189,16 +235,18 @@ async def test_silent_client_is_kicked_exactly_at_timeout(autojump_clock: Any) -
         assert await peer.receive() == Close(1, "nothing received for 60 s")
         assert trio.current_time() - last_frame == 60
         await peer.expect_eof()
-        await trio.testing.wait_all_tasks_blocked()
+        await server.settle()
         assert server.events[-1] == (
             "disconnect",
-            "<StapledStream>",
+            peer.name,
             DisconnectReason.HEARTBEAT_TIMEOUT,
         )
 
 
-async def test_data_under_the_timeout_keeps_a_client(autojump_clock: Any) -> None:
-    async with running_server() as server:
+async def test_data_under_the_timeout_keeps_a_client(
+    clock: Any, transport: str
+) -> None:
+    async with running_server(transport) as server:
         peer = await server.client()
         for i in range(20):
             await trio.sleep(59.9)
@@ -207,8 +255,8 @@ async def test_data_under_the_timeout_keeps_a_client(autojump_clock: Any) -> Non
         assert server.events[-1][0] == "connect"
 
 
-async def test_pings_alone_keep_a_client(autojump_clock: Any) -> None:
-    async with running_server() as server:
+async def test_pings_alone_keep_a_client(clock: Any, transport: str) -> None:
+    async with running_server(transport) as server:
         peer = await server.client()
         for _ in range(20):
             await trio.sleep(30)
@@ -220,11 +268,13 @@ async def test_pings_alone_keep_a_client(autojump_clock: Any) -> None:
         assert await peer.receive() == Pong()
 
 
-async def test_a_frame_still_arriving_counts_as_traffic(autojump_clock: Any) -> None:
+async def test_a_frame_still_arriving_counts_as_traffic(
+    clock: Any, transport: str
+) -> None:
     """A slow uplink: one DATA frame trickles in over 100 s, 4 bytes at a time.
     Bytes keep arriving, so the client is alive; it is kicked 60 s after the
     last byte, not 60 s after the last complete frame."""
-    async with running_server() as server:
+    async with running_server(transport) as server:
         peer = await server.client()
         await peer.send_bytes(b"\x02\x64")  # DATA of 100 bytes
         for _ in range(25):
@@ -238,14 +288,14 @@ async def test_a_frame_still_arriving_counts_as_traffic(autojump_clock: Any) -> 
 
 @pytest.mark.parametrize("how", ["config", "env"])
 async def test_enforcement_off_never_kicks(
-    autojump_clock: Any, monkeypatch: pytest.MonkeyPatch, how: str
+    clock: Any, transport: str, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     kwargs: dict[str, Any] = {}
     if how == "config":
         kwargs["config"] = ServerConfig(enabled=False)
     else:
         monkeypatch.setenv("TRIO_HEARTBEAT_DISABLE", "1")
-    async with running_server(**kwargs) as server:
+    async with running_server(transport, **kwargs) as server:
         peer = await server.client()
         await trio.sleep(3600 * 24)
         await peer.send(Ping())
@@ -254,7 +304,9 @@ async def test_enforcement_off_never_kicks(
         assert await peer.receive() == Data(b"STILL HERE")
 
 
-async def test_kicked_handler_is_cancelled_and_cleans_up(autojump_clock: Any) -> None:
+async def test_kicked_handler_is_cancelled_and_cleans_up(
+    clock: Any, transport: str
+) -> None:
     log: list[str] = []
 
     async def handler(conn: HeartbeatConnection) -> None:
@@ -267,13 +319,13 @@ async def test_kicked_handler_is_cancelled_and_cleans_up(autojump_clock: Any) ->
         finally:
             log.append(f"closed: {conn.disconnect_reason}")
 
-    async with running_server(handler) as server:
+    async with running_server(transport, handler) as server:
         peer = await server.client()
         assert await peer.receive() == Close(1, "nothing received for 60 s")
         await peer.expect_eof()
         # The handler's cleanup already sees why.
         assert log == ["start", "cancelled", f"closed: {HEARTBEAT_TIMEOUT}"]
-        await trio.testing.wait_all_tasks_blocked()
+        await server.settle()
         assert server_tasks(server) == ["Kicker.run"]
 
 
@@ -291,9 +343,9 @@ async def test_kicked_handler_is_cancelled_and_cleans_up(autojump_clock: Any) ->
     ],
 )
 async def test_bad_input_drops_only_that_client(
-    autojump_clock: Any, wire: bytes, code: CloseCode
+    clock: Any, transport: str, wire: bytes, code: CloseCode
 ) -> None:
-    async with running_server() as server:
+    async with running_server(transport) as server:
         good = await server.client()
         bad = await server.client()
         await bad.send(Data(b"before"))
@@ -310,8 +362,12 @@ async def test_bad_input_drops_only_that_client(
         assert reasons == [DisconnectReason.PROTOCOL_ERROR]
 
 
-async def test_oversized_frame_split_over_small_writes(autojump_clock: Any) -> None:
-    async with running_server(config=ServerConfig(max_frame_size=1000)) as server:
+async def test_oversized_frame_split_over_small_writes(
+    clock: Any, transport: str
+) -> None:
+    async with running_server(
+        transport, config=ServerConfig(max_frame_size=1000)
+    ) as server:
         peer = await server.client()
         await peer.send_bytes(b"\x02")
         await trio.sleep(1)
@@ -326,8 +382,8 @@ async def test_oversized_frame_split_over_small_writes(autojump_clock: Any) -> N
 # ------------------------------------------------------------ closing
 
 
-async def test_client_close_frame_ends_connection(autojump_clock: Any) -> None:
-    async with running_server() as server:
+async def test_client_close_frame_ends_connection(clock: Any, transport: str) -> None:
+    async with running_server(transport) as server:
         peer = await server.client()
         await peer.send(Data(b"a"))
         await peer.send(Close(0, "bye"))
@@ -335,11 +391,13 @@ async def test_client_close_frame_ends_connection(autojump_clock: Any) -> None:
         assert await peer.receive() == Data(b"A")
         assert await peer.receive() == Close(0, "")
         await peer.expect_eof()
-        await trio.testing.wait_all_tasks_blocked()
+        await server.settle()
         assert server.events[-1][2] is DisconnectReason.CLOSED_BY_PEER
 
 
-async def test_data_before_close_reaches_the_handler(autojump_clock: Any) -> None:
+async def test_data_before_close_reaches_the_handler(
+    clock: Any, transport: str
+) -> None:
     got: list[bytes] = []
 
     async def collect(conn: HeartbeatConnection) -> None:
@@ -347,7 +405,7 @@ async def test_data_before_close_reaches_the_handler(autojump_clock: Any) -> Non
         async for data in conn:
             got.append(data)
 
-    async with running_server(collect) as server:
+    async with running_server(transport, collect) as server:
         peer = await server.client()
         for i in range(3):
             await peer.send(Data(b"%d" % i))
@@ -357,22 +415,22 @@ async def test_data_before_close_reaches_the_handler(autojump_clock: Any) -> Non
         assert got == [b"0", b"1", b"2"]
 
 
-async def test_handler_return_sends_close_normal(autojump_clock: Any) -> None:
+async def test_handler_return_sends_close_normal(clock: Any, transport: str) -> None:
     async def once(conn: HeartbeatConnection) -> None:
         await conn.send(await conn.receive())
 
-    async with running_server(once) as server:
+    async with running_server(transport, once) as server:
         peer = await server.client()
         await peer.send(Data(b"x"))
         assert await peer.receive() == Data(b"x")
         assert await peer.receive() == Close(0, "")
         await peer.expect_eof()
-        await trio.testing.wait_all_tasks_blocked()
+        await server.settle()
         assert server.events[-1][2] is DisconnectReason.CLOSED_LOCALLY
 
 
 async def test_handler_error_is_logged_and_others_unaffected(
-    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+    clock: Any, transport: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def fragile(conn: HeartbeatConnection) -> None:
         async for data in conn:
@@ -380,7 +438,7 @@ async def test_handler_error_is_logged_and_others_unaffected(
                 raise RuntimeError("handler bug")
             await conn.send(data)
 
-    async with running_server(fragile) as server:
+    async with running_server(transport, fragile) as server:
         good = await server.client()
         bad = await server.client()
         await bad.send(Data(b"boom"))
@@ -393,23 +451,23 @@ async def test_handler_error_is_logged_and_others_unaffected(
 
 
 async def test_handler_seeing_connection_closed_is_normal(
-    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+    clock: Any, transport: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def strict(conn: HeartbeatConnection) -> None:
         while True:
             await conn.receive()  # raises ConnectionClosed when the peer leaves
 
-    async with running_server(strict) as server:
+    async with running_server(transport, strict) as server:
         peer = await server.client()
         await peer.send(Close(0, ""))
         assert await peer.receive() == Close(0, "")
         await peer.expect_eof()
-        await trio.testing.wait_all_tasks_blocked()
+        await server.settle()
         assert server.events[-1][2] is DisconnectReason.CLOSED_BY_PEER
     assert "handler failed" not in caplog.text
 
 
-async def test_receive_after_close_raises(autojump_clock: Any) -> None:
+async def test_receive_after_close_raises(clock: Any, transport: str) -> None:
     errors: list[ConnectionClosed] = []
 
     async def handler(conn: HeartbeatConnection) -> None:
@@ -419,18 +477,20 @@ async def test_receive_after_close_raises(autojump_clock: Any) -> None:
             errors.append(exc)
             raise
 
-    async with running_server(handler) as server:
+    async with running_server(transport, handler) as server:
         peer = await server.client()
         await peer.send(Close(4, "too many pings?"))
         assert await peer.receive() == Close(0, "")
         await peer.expect_eof()
-        await trio.testing.wait_all_tasks_blocked()
+        await server.settle()
     (error,) = errors
     assert (error.code, error.reason, error.by_peer) == (4, "too many pings?", True)
 
 
-async def test_shutdown_sends_close_5_to_every_client(autojump_clock: Any) -> None:
-    async with running_server() as server:
+async def test_shutdown_sends_close_5_to_every_client(
+    clock: Any, transport: str
+) -> None:
+    async with running_server(transport) as server:
         peers = [await server.client() for _ in range(5)]
         handshaking = await server.connect()
         server.nursery.cancel_scope.cancel()
@@ -441,8 +501,10 @@ async def test_shutdown_sends_close_5_to_every_client(autojump_clock: Any) -> No
     assert reasons == [DisconnectReason.SHUTDOWN] * 6
 
 
-async def test_max_connections(autojump_clock: Any) -> None:
-    async with running_server(config=ServerConfig(max_connections=2)) as server:
+async def test_max_connections(clock: Any, transport: str) -> None:
+    async with running_server(
+        transport, config=ServerConfig(max_connections=2)
+    ) as server:
         first = await server.client()
         await server.client()
         third = await server.connect()
@@ -451,7 +513,7 @@ async def test_max_connections(autojump_clock: Any) -> None:
         await first.send(Close(0, ""))
         assert await first.receive() == Close(0, "")
         await first.expect_eof()
-        await trio.testing.wait_all_tasks_blocked()
+        await server.settle()
         fourth = await server.client()
         await fourth.send(Data(b"in"))
         assert await fourth.receive() == Data(b"IN")
@@ -461,18 +523,18 @@ async def test_max_connections(autojump_clock: Any) -> None:
 # ------------------------------------------------------------ extras
 
 
-async def test_pong_payload_piggyback(autojump_clock: Any) -> None:
+async def test_pong_payload_piggyback(clock: Any, transport: str) -> None:
     def unread(conn: HeartbeatConnection, ping: bytes) -> bytes:
         return b"unread=3;" + ping
 
-    async with running_server(pong_payload=unread) as server:
+    async with running_server(transport, pong_payload=unread) as server:
         peer = await server.client()
         await peer.send(Ping(b"p1"))
         assert await peer.receive() == Pong(b"unread=3;p1")
 
 
-async def test_batched_pings_answered_in_one_send(autojump_clock: Any) -> None:
-    async with running_server() as server:
+async def test_batched_pings_answered_in_one_send(clock: Any, transport: str) -> None:
+    async with running_server(transport) as server:
         peer = await server.client()
         # Three at once: one on time plus the two strikes tolerated.
         await peer.send_bytes(b"\x03\x00" * 3)
@@ -480,14 +542,14 @@ async def test_batched_pings_answered_in_one_send(autojump_clock: Any) -> None:
         assert data == b"\x04\x00" * 3
 
 
-async def test_stats_are_counted(autojump_clock: Any) -> None:
+async def test_stats_are_counted(clock: Any, transport: str) -> None:
     conns: list[HeartbeatConnection] = []
 
     async def handler(conn: HeartbeatConnection) -> None:
         conns.append(conn)
         await echo_upper(conn)
 
-    async with running_server(handler) as server:
+    async with running_server(transport, handler) as server:
         peer = await server.client()
         await peer.send(Ping())
         await peer.receive()
@@ -503,47 +565,55 @@ async def test_stats_are_counted(autojump_clock: Any) -> None:
         assert stats.last_received == trio.current_time()
 
 
-async def test_no_leaks_after_100_connections(autojump_clock: Any) -> None:
-    async with running_server() as server:
+async def test_no_leaks_after_100_connections(clock: Any, transport: str) -> None:
+    async with running_server(transport) as server:
+        open_peers: list[tuple[RawPeer, Close]] = []
         for i in range(100):
             peer = await server.client()
             await peer.send(Data(b"x"))
             assert await peer.receive() == Data(b"X")
             if i % 3 == 0:
                 await peer.send(Close(0, ""))
+                open_peers.append((peer, Close(0, "")))
             elif i % 3 == 1:
                 await peer.stream.aclose()
-            # else: left silent, to be kicked
+            else:  # left silent, to be kicked
+                open_peers.append((peer, Close(1, "nothing received for 60 s")))
         await trio.sleep(61)
-        await trio.testing.wait_all_tasks_blocked()
+        await server.settle()
         assert server_tasks(server) == ["Kicker.run"]
         reasons = [r for kind, _, r in server.events if kind == "disconnect"]
         assert len(reasons) == 100
         assert reasons.count(DisconnectReason.HEARTBEAT_TIMEOUT) == 33
-        for stream in server.listener.server_streams:
-            with pytest.raises(trio.ClosedResourceError):
-                await stream.send_all(b"x")
+        # The server ended every connection: each peer got its CLOSE, then EOF.
+        for peer, last_frame in open_peers:
+            assert await peer.receive() == last_frame
+            await peer.expect_eof()
+        if transport == "memory":
+            for stream in server.listener.server_streams:
+                with pytest.raises(trio.ClosedResourceError):
+                    await stream.send_all(b"x")
 
 
 async def test_kick_is_logged_with_peer_and_reason(
-    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+    clock: Any, transport: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="trio_heartbeat")
-    async with running_server() as server:
+    async with running_server(transport) as server:
         peer = await server.client()
         await peer.receive()
-        await trio.testing.wait_all_tasks_blocked()
+        await server.settle()
     kicks = [r for r in caplog.records if r.getMessage().startswith("kick")]
     assert [r.getMessage() for r in kicks] == [
-        "kick <StapledStream>: heartbeat timeout [CLOSE 1]: nothing received for 60 s"
+        f"kick {peer.name}: heartbeat timeout [CLOSE 1]: nothing received for 60 s"
     ]
 
 
 # ------------------------------------------------------------ ping strikes
 
 
-async def test_ping_flood_gets_close_4(autojump_clock: Any) -> None:
-    async with running_server(config=ServerConfig(min_interval=2)) as server:
+async def test_ping_flood_gets_close_4(clock: Any, transport: str) -> None:
+    async with running_server(transport, config=ServerConfig(min_interval=2)) as server:
         good = await server.client()
         flooder = await server.client()
         start = trio.current_time()
@@ -559,13 +629,13 @@ async def test_ping_flood_gets_close_4(autojump_clock: Any) -> None:
         await flooder.expect_eof()
         await good.send(Data(b"unaffected"))
         assert await good.receive() == Data(b"UNAFFECTED")
-        await trio.testing.wait_all_tasks_blocked()
+        await server.settle()
         reasons = [r for kind, _, r in server.events if kind == "disconnect"]
         assert reasons == [DisconnectReason.TOO_MANY_PINGS]
 
 
-async def test_pings_on_schedule_are_never_struck(autojump_clock: Any) -> None:
-    async with running_server(config=ServerConfig(min_interval=2)) as server:
+async def test_pings_on_schedule_are_never_struck(clock: Any, transport: str) -> None:
+    async with running_server(transport, config=ServerConfig(min_interval=2)) as server:
         peer = await server.client()
         for _ in range(50):  # exactly min_interval apart, as retries may be
             await peer.send(Ping())
@@ -579,9 +649,11 @@ async def test_pings_on_schedule_are_never_struck(autojump_clock: Any) -> None:
                 assert await peer.receive() == Pong()
 
 
-async def test_strikes_not_counted_with_enforcement_off(autojump_clock: Any) -> None:
+async def test_strikes_not_counted_with_enforcement_off(
+    clock: Any, transport: str
+) -> None:
     config = ServerConfig(min_interval=2, enabled=False)
-    async with running_server(config=config) as server:
+    async with running_server(transport, config=config) as server:
         peer = await server.client()
         await peer.send_bytes(b"\x03\x00" * 10)
         data = b""
@@ -718,7 +790,8 @@ async def test_ping_flood_without_reading_is_capped(autojump_clock: Any) -> None
 
 
 async def test_internal_error_costs_one_connection_only(
-    autojump_clock: Any,
+    clock: Any,
+    transport: str,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -732,7 +805,7 @@ async def test_internal_error_costs_one_connection_only(
         return real_negotiate(request, config)
 
     monkeypatch.setattr(_server, "negotiate", negotiate)
-    async with running_server() as server:
+    async with running_server(transport) as server:
         good = await server.client()
         unlucky = await server.connect()
         await unlucky.send(Hello({"version": 1, "client_id": "unlucky"}))
@@ -763,9 +836,10 @@ async def shout(conn: HeartbeatConnection, data: bytes) -> None:
 
 
 async def test_per_message_handler_answers_in_order_in_one_task(
-    autojump_clock: Any,
+    clock: Any,
+    transport: str,
 ) -> None:
-    async with running_server(shout) as server:
+    async with running_server(transport, shout) as server:
         peer = await server.client()
         await peer.send_bytes(encode(Data(b"a")) + encode(Ping()) + encode(Data(b"b")))
         # Replies keep the order of the frames they answer.
@@ -779,13 +853,13 @@ async def test_per_message_handler_answers_in_order_in_one_task(
         assert await peer.receive() == Data(b"LAST")
         assert await peer.receive() == Close(0, "")
         await peer.expect_eof()
-        await trio.testing.wait_all_tasks_blocked()
+        await server.settle()
         assert server_tasks(server) == ["Kicker.run"]
         assert server.events[-1][2] is DisconnectReason.CLOSED_BY_PEER
 
 
-async def test_per_message_silent_client_is_kicked(autojump_clock: Any) -> None:
-    async with running_server(shout) as server:
+async def test_per_message_silent_client_is_kicked(clock: Any, transport: str) -> None:
+    async with running_server(transport, shout) as server:
         peer = await server.client()
         start = trio.current_time()
         assert await peer.receive() == Close(1, "nothing received for 60 s")
@@ -798,9 +872,13 @@ async def test_per_message_silent_client_is_kicked(autojump_clock: Any) -> None:
     [(b"boom", "ValueError: boom"), (b"receive", "RuntimeError: this connection")],
 )
 async def test_per_message_handler_error_ends_its_connection_only(
-    autojump_clock: Any, caplog: pytest.LogCaptureFixture, message: bytes, error: str
+    clock: Any,
+    transport: str,
+    caplog: pytest.LogCaptureFixture,
+    message: bytes,
+    error: str,
 ) -> None:
-    async with running_server(shout) as server:
+    async with running_server(transport, shout) as server:
         other = await server.client()
         peer = await server.client()
         await peer.send(Data(message))

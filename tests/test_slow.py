@@ -18,15 +18,14 @@ import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import attrs
 import pytest
 import trio
 
-from trio_heartbeat import Close, Data, FrameDecoder, Hello, Ping, Pong, encode
+from trio_heartbeat import Close, Data, Hello, Ping, Pong, encode
 
-from .helpers import listening_port
+from .helpers import RawPeer, listening_port
 
 pytestmark = pytest.mark.slow
 
@@ -117,13 +116,6 @@ class SoakClient:
         while trio.current_time() < stop_at - 1:
             await self.one_connection(stop_at)
 
-    async def _receive(self, stream: trio.SocketStream, decoder: FrameDecoder) -> Any:
-        while (frame := decoder.next_frame()) is None:
-            if decoder.eof:
-                return None
-            decoder.receive_data(await stream.receive_some(1 << 16))
-        return frame
-
     async def one_connection(self, stop_at: float) -> None:
         stream = await trio.open_tcp_stream("127.0.0.1", self.port)
         try:
@@ -134,12 +126,12 @@ class SoakClient:
     async def _talk(self, stream: trio.SocketStream, stop_at: float) -> None:
         rng = self.rng
         local_port = stream.socket.getsockname()[1]
-        decoder = FrameDecoder()
+        peer = RawPeer(stream)
         with trio.fail_after(5):
             await stream.send_all(
                 encode(Hello({"version": 1, "interval": CLIENT_INTERVAL}))
             )
-            assert isinstance(await self._receive(stream, decoder), Hello)
+            assert isinstance(await peer.receive_or_eof(), Hello)
         ends_at = min(trio.current_time() + rng.uniform(5, 60), stop_at)
         fate = rng.choices(list(FATES), weights=[6, 2, 2])[0]
         if ends_at == stop_at:
@@ -151,10 +143,10 @@ class SoakClient:
             with trio.fail_after(5):
                 if rng.random() < 0.5:
                     await stream.send_all(encode(Ping()))
-                    assert await self._receive(stream, decoder) == Pong()
+                    assert await peer.receive_or_eof() == Pong()
                 else:
                     await stream.send_all(encode(Data(b"soak %d" % local_port)))
-                    reply = await self._receive(stream, decoder)
+                    reply = await peer.receive_or_eof()
                     assert reply == Data(b"SOAK %d" % local_port), reply
             self.record.latencies.append(trio.current_time() - sent)
         last_sent = trio.current_time()
@@ -168,9 +160,9 @@ class SoakClient:
         with trio.fail_after(SERVER_TIMEOUT + 5):
             if fate == "graceful":
                 await stream.send_all(encode(Close(0, "")))
-                assert await self._receive(stream, decoder) == Close(0, "")
+                assert await peer.receive_or_eof() == Close(0, "")
             else:  # frozen: not a byte more; the server must kick it
-                assert await self._receive(stream, decoder) == Close(
+                assert await peer.receive_or_eof() == Close(
                     1, f"nothing received for {SERVER_TIMEOUT} s"
                 )
                 kicked_after = trio.current_time() - last_sent
@@ -179,7 +171,7 @@ class SoakClient:
                 # 2 cores, the lateness is reported, and only gross errors fail.
                 assert SERVER_TIMEOUT - 0.1 <= kicked_after <= SERVER_TIMEOUT + 3
                 self.record.kick_lateness.append(kicked_after - SERVER_TIMEOUT)
-            assert await self._receive(stream, decoder) is None
+            assert await peer.receive_or_eof() is None
 
 
 @attrs.define

@@ -12,30 +12,24 @@ import sys
 import pytest
 import trio
 
-from trio_heartbeat import Close, Data, FrameDecoder, Hello, encode
+from trio_heartbeat import Close, Data, Hello, encode
 
-from .helpers import listening_port, start_cli
+from .helpers import RawPeer, listening_port, start_cli, tcp_peer
 
 pytestmark = pytest.mark.skipif(
     not hasattr(socket, "SO_REUSEPORT"), reason="the platform has no SO_REUSEPORT"
 )
 
 
-async def exchange(port: int, text: bytes) -> tuple[trio.SocketStream, FrameDecoder]:
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    decoder = FrameDecoder()
-    await stream.send_all(
+async def exchange(port: int, text: bytes) -> RawPeer:
+    """HELLO and one DATA, sent together; the echo checked."""
+    peer = await tcp_peer(port)
+    await peer.send_bytes(
         encode(Hello({"version": 1, "interval": 25})) + encode(Data(text))
     )
-    frames = []
-    while len(frames) < 2:
-        while (frame := decoder.next_frame()) is not None:
-            frames.append(frame)
-        if len(frames) < 2:
-            decoder.receive_data(await stream.receive_some(65536))
-    assert isinstance(frames[0], Hello)
-    assert frames[1] == Data(text.upper())
-    return stream, decoder
+    assert isinstance(await peer.receive(), Hello)
+    assert await peer.receive() == Data(text.upper())
+    return peer
 
 
 class Log:
@@ -70,8 +64,8 @@ async def test_workers_share_the_port_restart_and_stop_gracefully() -> None:
 
             # Many connections: the kernel spreads them over both workers.
             for i in range(40):
-                stream, _ = await exchange(port, b"client %d" % i)
-                await stream.aclose()
+                peer = await exchange(port, b"client %d" % i)
+                await peer.stream.aclose()
             while log.text.count("]: disconnect ") < 40:
                 await log.more()
             serving = {int(p) for p in re.findall(r"\[(\d+)\]: connect ", log.text)}
@@ -85,15 +79,13 @@ async def test_workers_share_the_port_restart_and_stop_gracefully() -> None:
                 await log.more()
             restarted = int(re.findall(r"pid (\d+)\) ready", log.text)[-1])
             assert restarted not in pids
-            stream, decoder = await exchange(port, b"after restart")
+            peer = await exchange(port, b"after restart")
 
             # SIGTERM: every worker closes its clients with CLOSE(5), then exit 0.
             supervisor.send_signal(signal.SIGTERM)
-            while (frame := decoder.next_frame()) is None:
-                decoder.receive_data(await stream.receive_some(65536))
-            assert frame == Close(5, "server shutting down")
+            assert await peer.receive() == Close(5, "server shutting down")
+            await peer.expect_eof()
             assert await supervisor.wait() == 0
-            await stream.aclose()
 
 
 def test_workers_must_be_positive() -> None:

@@ -22,6 +22,7 @@ from ._config import ServerConfig as ServerConfig
 from ._config import negotiate as negotiate
 from ._connection import ConnectionStats as ConnectionStats
 from ._connection import HeartbeatConnection as HeartbeatConnection
+from ._connection import PingResult as PingResult
 from ._idle import IdleWatchdog as IdleWatchdog
 from ._idle import idle_timeout as idle_timeout
 from ._keepalive import configure_keepalive as configure_keepalive
@@ -105,6 +106,7 @@ __all__ = [
     "Negotiated",
     "PerMessage",
     "Ping",
+    "PingResult",
     "Pong",
     "ProtocolError",
     "ProtocolFailure",

@@ -53,6 +53,7 @@ from ._transport import (
 __all__ = [
     "ConnectionStats",
     "HeartbeatConnection",
+    "PingResult",
     "describe_peer",
     "peer_host",
 ]
@@ -64,6 +65,24 @@ logger = logging.getLogger("trio_heartbeat")
 DEFAULT_RECEIVE_BUFFER: Final = 64
 
 MessageHandler = Callable[["HeartbeatConnection", bytes], Awaitable[object]]
+
+
+@attrs.frozen
+class PingResult:
+    """What :meth:`HeartbeatConnection.ping` returns once its PONG arrived."""
+
+    #: Seconds from the PING written to its PONG received.
+    rtt: float
+    #: The PONG's payload (by default an echo of the PING's).
+    payload: bytes
+
+
+@attrs.define
+class _PongWaiter:
+    rank: int  # this PING is the rank-th sent; the rank-th PONG answers it
+    sent_at: float
+    answered: trio.Event = attrs.field(factory=trio.Event)
+    result: PingResult | None = None
 
 
 @attrs.frozen
@@ -141,6 +160,7 @@ class HeartbeatConnection:
 
     __slots__ = (
         "_on_data",
+        "_pong_waiters",
         "_reader_done",
         "_reader_running",
         "_receive_buffer",
@@ -206,6 +226,7 @@ class HeartbeatConnection:
         self._replying = False
         self._scope: trio.CancelScope | None = None
         self._on_data: MessageHandler | None = None
+        self._pong_waiters: list[_PongWaiter] | None = None
         #: Longest a send may block before the peer counts as a slow consumer
         #: (``None``: no bound; servers set their ``send_timeout``).
         self._send_timeout = send_timeout
@@ -357,9 +378,32 @@ class HeartbeatConnection:
                 raise StopAsyncIteration from None
             raise
 
-    async def ping(self, payload: bytes = b"") -> None:
-        """Send a PING now (heartbeat loops call this; applications rarely need to)."""
-        await self.send_heartbeat(payload)
+    async def ping(self, payload: bytes = b"") -> PingResult:
+        """Send a PING and wait for its PONG: the round trip and the PONG's payload.
+
+        PONGs answer PINGs in order on one stream, so the answer is the PONG
+        that matches this PING's place among all PINGs sent (heartbeats
+        included), whatever its payload. Cancel it with your own scope
+        (``trio.move_on_after``); it raises :class:`ConnectionClosed` if the
+        connection ends first. The heartbeat keeps running meanwhile.
+        """
+        session = self.session
+        # Registered before sending: the PONG may come back at once. The
+        # session counts the PING synchronously, as send_heartbeat starts.
+        now = trio.current_time()
+        waiter = _PongWaiter(session.pings_sent + 1, now)
+        if self._pong_waiters is None:
+            self._pong_waiters = []
+        self._pong_waiters.append(waiter)
+        try:
+            await self._send(session.ping(payload, now=now))
+            await waiter.answered.wait()
+        finally:
+            if waiter in self._pong_waiters:
+                self._pong_waiters.remove(waiter)
+        if waiter.result is None:
+            raise session.error()
+        return waiter.result
 
     async def aclose(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close gracefully: send CLOSE(code), wait for the peer's, close the stream.
@@ -566,6 +610,8 @@ class HeartbeatConnection:
                 elif event_class is Pong:
                     if self.on_pong is not None:
                         self.on_pong(event.payload)
+                    if self._pong_waiters:
+                        self._answer_pings(event.payload)
                 elif event_class is ProtocolFailure:
                     logger.info("protocol error from %s: %s", self.peer, event.error)
                     self._wake_receivers()
@@ -780,6 +826,19 @@ class HeartbeatConnection:
             self._receive_lot.unpark_all()
         if self._space_lot:
             self._space_lot.unpark_all()
+        if self._pong_waiters and self.session.close_info is not None:
+            for waiter in self._pong_waiters:
+                waiter.answered.set()  # no result: the connection ended
+
+    def _answer_pings(self, payload: bytes) -> None:
+        """The PONG just received answers the PING of the same rank."""
+        assert self._pong_waiters is not None
+        now = self.session.last_received  # when the read that carried it came
+        answered = self.session.pongs_received
+        for waiter in self._pong_waiters:
+            if waiter.rank == answered:
+                waiter.result = PingResult(now - waiter.sent_at, payload)
+                waiter.answered.set()
 
     async def _wait_space(self) -> None:
         if self._space_lot is None:

@@ -220,7 +220,13 @@ def _encode_varint(value: int) -> bytes:
 
 def _encode_payload(frame: Frame) -> bytes:
     if isinstance(frame, Hello):
-        return json.dumps(dict(frame.fields), separators=(",", ":")).encode()
+        try:
+            text = json.dumps(
+                dict(frame.fields), separators=(",", ":"), allow_nan=False
+            )
+        except (TypeError, ValueError) as exc:
+            raise LocalProtocolError(f"HELLO fields are not JSON: {exc}") from None
+        return text.encode()
     if isinstance(frame, Close):
         if not 0 <= frame.code <= 0xFF:
             raise LocalProtocolError(f"close code must be 0..255, not {frame.code!r}")
@@ -249,9 +255,14 @@ def encode(frame: Frame) -> bytes:
 # ---------------------------------------------------------------- decoder
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
 def _decode_hello(payload: bytes) -> Hello:
     try:
-        fields = json.loads(payload.decode("utf-8"))
+        # Strict JSON: Python's json accepts NaN and Infinity, which are not.
+        fields = json.loads(payload.decode("utf-8"), parse_constant=_not_json)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidHelloError(f"HELLO payload is not UTF-8 JSON: {exc}") from None
     except RecursionError:

@@ -588,9 +588,14 @@ class Session:
             self._flush_pongs(events, empty_pongs, pongs)
         # The decoder raises TruncatedFrameError at the end of the stream inside
         # a frame, so an exhausted buffer at EOF is a clean end.
-        if self._input_done and self.state is not SessionState.CLOSED:
-            if self.state is not SessionState.PEER_CLOSED and decoder.buffered == 0:
-                events.append(self._end_of_stream())
+        state = self.state
+        if (
+            self._input_done
+            and state is not SessionState.CLOSED
+            and state is not SessionState.PEER_CLOSED
+            and decoder.buffered == 0
+        ):
+            events.append(self._end_of_stream())
         return events
 
     @staticmethod
@@ -677,6 +682,7 @@ class Session:
                 if code == CloseCode.TOO_MANY_PINGS
                 else DisconnectReason.PROTOCOL_ERROR
             )
+        self._input_done = True  # what follows a violation is discarded
         if self.state is SessionState.CLOSING or self.state is SessionState.CLOSED:
             # Our CLOSE is out already: the rest is discarded.
             if self._decoder.eof:
