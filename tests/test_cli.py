@@ -5,27 +5,42 @@ Every socket binds port 0 on 127.0.0.1 and every wait is bounded by fail_after.
 
 from __future__ import annotations
 
-import itertools
+import logging
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from trio_heartbeat import Close, Data, Hello, Ping, Pong
 from trio_heartbeat._cli import main
+from trio_heartbeat._cli._connect import connect_main
+from trio_heartbeat._cli._options import build_parser, client_config, client_tls
 
 from .helpers import RawPeer, listening_port
 
 PYTHON = sys.executable
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """main() configures the root logger for the process (onto this test's
+    captured stderr); undo it, so that later tests do not log into a closed
+    capture."""
+    handlers, level = logging.root.handlers[:], logging.root.level
+    yield
+    logging.root.handlers[:] = handlers
+    logging.root.setLevel(level)
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -171,14 +186,56 @@ async def test_connect_against_serve_echoes_lines() -> None:
         assert (code, out) == (0, b"HELLO\nSECOND LINE\n"), err
 
 
-async def test_connect_refused_exits_1() -> None:
+# ------------------------------------------------------------ connect, in-process
+#
+# The client runs in the test's own Trio run, in virtual time, against a server
+# on a real loopback socket. The clock jumps only once no socket event has come
+# for AUTOJUMP s of real time (loopback delivers synchronously), so timings are
+# exact: the retry rule's PINGs and the verdict come at their virtual times.
+
+AUTOJUMP = 0.05
+
+
+@pytest.fixture
+def tcp_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=AUTOJUMP)
+
+
+class Stdin:
+    """``connect``'s stdin: lines the test feeds, read in a worker thread."""
+
+    def __init__(self) -> None:
+        self.chunks: queue.Queue[bytes] = queue.Queue()
+
+    def feed(self, data: bytes) -> None:
+        self.chunks.put(data)
+
+    def read_chunk(self) -> bytes:
+        return self.chunks.get()
+
+
+async def connect_in_process(stdin: Stdin, *argv: str) -> int:
+    """``python -m trio_heartbeat connect ARGV`` in this Trio run; the exit code."""
+    args = build_parser().parse_args(["connect", *argv])
+    try:
+        return await connect_main(
+            args, client_config(args), client_tls(args), stdin.read_chunk
+        )
+    finally:
+        stdin.feed(b"")  # release a reader thread still waiting for stdin
+
+
+async def test_connect_refused_exits_1(
+    tcp_clock: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     listener = trio.socket.socket()
     await listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     listener.close()  # nothing listens there now
-    code, _, err, _ = await run_connect("--port", str(port))
+    with trio.fail_after(10):
+        code = await connect_in_process(Stdin(), "--port", str(port))
     assert code == 1
-    assert b"connection failed" in err
+    assert capsys.readouterr().err.startswith("connection failed: ")
 
 
 @asynccontextmanager
@@ -208,80 +265,71 @@ def hello_answer(interval: float = 1.0, min_interval: float = 0.1) -> Hello:
     )
 
 
-async def test_connect_exits_3_when_server_never_answers_pings() -> None:
+async def test_connect_exits_3_when_server_never_answers_pings(
+    tcp_clock: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     pings: list[float] = []
+    answered_at: list[float] = []
 
     async def mute(wire: RawPeer) -> None:
         assert isinstance(await wire.receive_or_eof(), Hello)
         await wire.send(hello_answer(interval=1.0))
+        answered_at.append(trio.current_time())
         while (frame := await wire.receive_or_eof()) is not None:
             if isinstance(frame, Ping):
-                pings.append(time.monotonic())
+                pings.append(trio.current_time() - answered_at[0])
 
     # stdin stays open (never ends) so only the heartbeat can end the client.
-    async with raw_server(mute) as port, trio.open_nursery() as nursery:
-        started = time.monotonic()
-        process: trio.Process = await nursery.start(
-            partial(
-            trio.run_process,
-                [PYTHON, "-m", "trio_heartbeat", "connect", "--port", str(port),
-                 "--interval", "1", "--retries", "2", "--retry-interval", "0.5"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, check=False,
-            )
-        )  # fmt: skip
-        with trio.fail_after(20):
-            code = await process.wait()
-        elapsed = time.monotonic() - started
-        assert process.stderr is not None
-        err = (await process.stderr.receive_some(65536)).decode()
-    assert code == 3, err
-    assert "server declared dead: 3 PINGs unanswered over 1.5 s" in err
-    assert len(pings) == 3
-    # PINGs 0.5 s apart; verdict 1 s idle + 3 x 0.5 s after the handshake.
-    gaps = [b - a for a, b in itertools.pairwise(pings)]
-    assert all(0.4 < g < 0.8 for g in gaps), gaps
-    assert 2.5 <= elapsed < 8, elapsed
+    async with raw_server(mute) as port:
+        with trio.fail_after(10):
+            code = await connect_in_process(
+                Stdin(), "--port", str(port), "--interval", "1", "--retries", "2",
+                "--retry-interval", "0.5",
+            )  # fmt: skip
+            dead_after = trio.current_time() - answered_at[0]
+    assert code == 3
+    assert capsys.readouterr().err == (
+        "server declared dead: 3 PINGs unanswered over 1.5 s\n"
+    )
+    # Idle 1 s after the handshake, then a resend every 0.5 s; dead at 1 + 3 x 0.5.
+    assert pings == [1.0, 1.5, 2.0]
+    assert dead_after == 2.5
 
 
-async def test_connect_prints_server_close_reason_and_exits_1() -> None:
+async def test_connect_prints_server_close_reason_and_exits_1(
+    tcp_clock: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     async def closer(wire: RawPeer) -> None:
         assert isinstance(await wire.receive_or_eof(), Hello)
         await wire.send(hello_answer())
         await wire.send(Close(5, "maintenance window"))
+        assert await wire.receive_or_eof() == Close(0, "")  # the client's answer
 
-    async with raw_server(closer) as port, trio.open_nursery() as nursery:
-        process: trio.Process = await nursery.start(
-            partial(
-            trio.run_process,
-                [PYTHON, "-m", "trio_heartbeat", "connect", "--port", str(port)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, check=False,
-            )
-        )  # fmt: skip
-        with trio.fail_after(20):
-            code = await process.wait()
-        assert process.stderr is not None
-        err = (await process.stderr.receive_some(65536)).decode()
+    async with raw_server(closer) as port:
+        with trio.fail_after(10):
+            code = await connect_in_process(Stdin(), "--port", str(port))
     assert code == 1
-    assert "CLOSE 5 SHUTTING_DOWN" in err and "maintenance window" in err
+    assert capsys.readouterr().err == (
+        "connection closed: closed by peer (CLOSE 5 SHUTTING_DOWN, by peer): "
+        "maintenance window\n"
+    )
 
 
-async def test_reconnect_after_server_close_delivers_later_lines() -> None:
-    connections: list[int] = []
+async def test_reconnect_after_server_close_delivers_later_lines(
+    tcp_clock: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    connections: list[float] = []
     received: list[bytes] = []
-
     second_connection = trio.Event()
 
     async def flaky(wire: RawPeer) -> None:
-        connections.append(1)
-        if len(connections) == 2:
-            second_connection.set()
         assert isinstance(await wire.receive_or_eof(), Hello)
+        connections.append(trio.current_time())
         await wire.send(hello_answer(interval=5))
         if len(connections) == 1:
             await wire.send(Close(5, "restarting"))
             return
+        second_connection.set()
         while (frame := await wire.receive_or_eof()) is not None:
             if isinstance(frame, Data):
                 received.append(frame.payload)
@@ -290,28 +338,25 @@ async def test_reconnect_after_server_close_delivers_later_lines() -> None:
                 await wire.send(Close(0, ""))
                 return
 
+    stdin = Stdin()
     async with raw_server(flaky) as port, trio.open_nursery() as nursery:
-        process: trio.Process = await nursery.start(
-            partial(
-                trio.run_process,
-                [PYTHON, "-m", "trio_heartbeat", "connect", "--port", str(port),
-                 "--reconnect", "--log-level", "INFO"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, check=False,
-            )
-        )  # fmt: skip
-        assert process.stdin is not None and process.stdout is not None
-        with trio.fail_after(20):
+        codes: list[int] = []
+
+        @nursery.start_soon
+        async def client() -> None:
+            codes.append(await connect_in_process(
+                stdin, "--port", str(port), "--reconnect", "--max-backoff", "1"
+            ))  # fmt: skip
+
+        with trio.fail_after(10):
             await second_connection.wait()
-            await process.stdin.send_all(b"after reconnect\n")
-            out = b""
-            while b"\n" not in out:
-                out += await process.stdout.receive_some(1024)
-            await process.stdin.aclose()
-            code = await process.wait()
-    assert out == b"AFTER RECONNECT\n"
+            stdin.feed(b"after reconnect\n")
+            stdin.feed(b"")  # stdin ends: the client closes and exits 0
+    assert codes == [0]
     assert received == [b"after reconnect"]
-    assert code == 0
+    assert capsys.readouterr().out == "AFTER RECONNECT\n"
+    # Reconnected within the backoff's first window (0.5 s, full jitter).
+    assert 0 <= connections[1] - connections[0] <= 0.5
 
 
 def test_python_dash_m_entry_point() -> None:

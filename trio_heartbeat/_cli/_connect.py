@@ -29,7 +29,7 @@ from ._options import EXIT_CONNECTION, EXIT_DEAD, EXIT_OK, LEGACY_PROTOCOLS
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["run_connect"]
+__all__ = ["connect_main", "run_connect"]
 
 logger = logging.getLogger("trio_heartbeat.cli")
 
@@ -239,12 +239,14 @@ async def _connect_legacy(
             await trio.sleep(delay)
 
 
-async def _connect(
+async def connect_main(
     args: argparse.Namespace,
     config: ClientConfig,
     tls: ssl.SSLContext | None,
     read_chunk: Callable[[], bytes],
 ) -> int:
+    """``connect`` inside a Trio run; the exit code. ``read_chunk`` is called in
+    a worker thread for each chunk of stdin (``b""``: stdin ended)."""
     send_lines, lines = trio.open_memory_channel[bytes](0)
     stdin_ended = trio.Event()
     async with trio.open_nursery() as nursery:
@@ -273,4 +275,4 @@ def run_connect(
     read_chunk: Callable[[], bytes] | None = None,
 ) -> int:
     """Run ``connect`` as parsed; ``read_chunk`` replaces reading stdin."""
-    return trio.run(_connect, args, config, tls, read_chunk or _read_stdin_chunk)
+    return trio.run(connect_main, args, config, tls, read_chunk or _read_stdin_chunk)
