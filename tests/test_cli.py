@@ -388,11 +388,16 @@ async def test_sigusr1_logs_a_status_line() -> None:
             while (found := re.search(rb"status: ([^\n]*)\n", log)) is None:
                 log += await server.stderr.receive_some(4096)
             status = found.group(1).decode()
-            names = [field.split("=")[0] for field in status.split()]
-            assert names == ["tasks", "fds", "rss_kib", "gc_frozen"]
-            assert all(int(field.split("=")[1]) > 0 for field in status.split())
+            fields = dict(field.split("=") for field in status.split())
+            assert list(fields) == [
+                "tasks", "fds", "rss_kib", "gc_frozen",
+                "connections", "lag_max_ms", "lag_p99_ms", "stalled_s",
+            ]  # fmt: skip
+            assert all(int(fields[name]) > 0 for name in list(fields)[:4])
             # Startup's objects are frozen out of garbage collections: modules,
             # classes and the runtime come to well over 10,000.
-            assert int(status.split()[-1].split("=")[1]) > 10_000
+            assert int(fields["gc_frozen"]) > 10_000
+            assert fields["connections"] == "0"
+            assert float(fields["stalled_s"]) == 0.0
             server.terminate()
             assert await server.wait() == 0

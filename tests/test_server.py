@@ -84,6 +84,11 @@ async def running_server(
     **kwargs: Any,
 ) -> AsyncIterator[Running]:
     events: list[tuple[str, str, DisconnectReason | None]] = []
+    # The lag probe's wake-up every virtual second would cost each test a jump
+    # per second (and over TCP a real cushion each); the kicker still notices
+    # stalls itself. The probe has tests of its own.
+    config = kwargs.get("config") or ServerConfig()
+    kwargs["config"] = attrs.evolve(config, lag_probe_interval=None)
     async with trio.open_nursery() as nursery, trio.open_nursery() as handlers:
         listeners: list[Any]
         if transport == "memory":

@@ -100,7 +100,7 @@ class ServerProcess:
         )
         line = [line for line in self.lines if "status: " in line][-1]
         fields = line.split("status: ", 1)[1].split()
-        return {key: int(value) for key, value in (f.split("=") for f in fields)}
+        return {key: float(value) for key, value in (f.split("=") for f in fields)}
 
 
 class SoakClient:

@@ -54,7 +54,9 @@ from ._protocol import VarintTooLongError as VarintTooLongError
 from ._protocol import encode as encode
 from ._rtt import RttEstimator as RttEstimator
 from ._server import DISABLE_ENV_VAR as DISABLE_ENV_VAR
+from ._server import HeartbeatServer as HeartbeatServer
 from ._server import PerMessage as PerMessage
+from ._server import ServerStatistics as ServerStatistics
 from ._server import per_message as per_message
 from ._server import serve_listeners as serve_listeners
 from ._server import serve_tcp as serve_tcp
@@ -93,6 +95,7 @@ __all__ = [
     "FrameType",
     "HandshakeError",
     "HeartbeatConnection",
+    "HeartbeatServer",
     "HeartbeatTimeout",
     "Hello",
     "HelloReceived",
@@ -115,6 +118,7 @@ __all__ = [
     "Role",
     "RttEstimator",
     "ServerConfig",
+    "ServerStatistics",
     "Session",
     "SessionState",
     "TruncatedFrameError",

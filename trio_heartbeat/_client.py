@@ -7,6 +7,7 @@ client); this module runs it beside the application with Trio.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import ssl
 import sys
@@ -22,8 +23,10 @@ import trio
 from ._backoff import Backoff
 from ._config import ClientConfig, Negotiated
 from ._connection import HeartbeatConnection
+from ._detector import PhiAccrual
 from ._groups import unwrap
 from ._keepalive import apply_keepalive
+from ._lag import STALL_TOLERANCE
 from ._protocol import PROTOCOL_VERSION, CloseCode
 from ._schedule import Action, RetrySchedule
 from ._session import (
@@ -117,18 +120,43 @@ async def _heartbeat_loop(
 ) -> None:
     """Run the retry rule until the connection ends or the server is dead."""
     # Never PING closer together than the server allows.
+    retry_interval = max(config.retry_interval, negotiated.min_interval)
+    if config.detector == "phi":
+        conn.session.detector = PhiAccrual(
+            None,
+            threshold=config.phi_threshold,
+            min_std=config.phi_min_std or retry_interval / 10,
+            acceptable_pause=(
+                retry_interval
+                if config.phi_acceptable_pause is None
+                else config.phi_acceptable_pause
+            ),
+        )
     schedule = RetrySchedule(
         negotiated.interval,
-        max(config.retry_interval, negotiated.min_interval),
+        retry_interval,
         config.retries,
         jitter=config.jitter,
         rng=rng,
+        detector=conn.session.detector,
     )
+    wake = math.inf
     try:
         while True:
-            action = schedule.poll(
-                trio.current_time(), conn.last_sent, conn.last_received
-            )
+            now = trio.current_time()
+            if now - wake > STALL_TOLERANCE:
+                # We were stalled (asleep, frozen): that is no evidence against
+                # the server. Let the reader take what arrived meanwhile, then
+                # probe afresh before any verdict.
+                logger.info(
+                    "%s: this side was stalled for %.1f s; probing afresh",
+                    conn.peer,
+                    now - wake,
+                )
+                await trio.lowlevel.checkpoint()
+                now = trio.current_time()
+                schedule.stalled(now)
+            action = schedule.poll(now, conn.last_sent, conn.last_received)
             if action is Action.DEAD:
                 verdict = schedule.verdict_after
                 logger.warning(
@@ -158,9 +186,9 @@ async def _heartbeat_loop(
                     await conn.send_heartbeat(payload, resend=action is Action.RESEND)
             # The idle deadline moves whenever something is sent or received,
             # so poll() re-checks on waking; no task is woken per send.
-            await trio.sleep_until(
-                schedule.next_wakeup(conn.last_sent, conn.last_received)
-            )
+            wake = schedule.next_wakeup(conn.last_sent, conn.last_received)
+            await trio.sleep_until(wake)
+            wake = max(wake, now)
     except ConnectionClosed:
         return  # the connection ended some other way; its reason is recorded
 

@@ -16,6 +16,7 @@ from ._protocol import DEFAULT_MAX_FRAME_SIZE, MAX_ENCODABLE_LENGTH, PROTOCOL_VE
 
 __all__ = [
     "AUTO",
+    "DETECTORS",
     "ClientConfig",
     "HandshakeError",
     "KeepaliveConfig",
@@ -87,6 +88,27 @@ def _frame_size(instance: object, attribute: attrs.Attribute[Any], value: Any) -
         raise ValueError(
             f"{attribute.name} must be in 16..{MAX_ENCODABLE_LENGTH}, not {value!r}"
         )
+
+
+def _optional_non_negative(
+    instance: object, attribute: attrs.Attribute[Any], value: Any
+) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{attribute.name} must be a number or None, not {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0, not {value!r}")
+
+
+#: The ways a verdict can be taken: ``"fixed"``, silent for a fixed time (the
+#: server's ``timeout``, the client's retries); ``"phi"``, the φ accrual
+#: detector, which learns the link's rhythm.
+DETECTORS: Final = ("fixed", "phi")
+# One wake-up a second: lateness figures that are current, at no measurable cost.
+DEFAULT_LAG_PROBE_INTERVAL: Final = 1.0
+# φ = 8: one false verdict in 10^8 normal gaps; Akka's and Cassandra's default.
+DEFAULT_PHI_THRESHOLD: Final = 8.0
 
 
 def _jitter(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -183,6 +205,24 @@ class ClientConfig:
     #: ``user_timeout=AUTO`` it is the dead-server bound:
     #: interval + (retries + 1) x retry_interval.
     keepalive: KeepaliveConfig | None = None
+    #: How the server is declared dead: ``"fixed"`` (after ``retries``
+    #: unanswered resends) or ``"phi"``: the φ accrual detector over the PONGs'
+    #: round trips; then the verdict comes once φ of the unanswered PING's wait
+    #: reaches ``phi_threshold``, never later than the fixed rule.
+    detector: Literal["fixed", "phi"] = attrs.field(
+        default="fixed", validator=attrs.validators.in_(DETECTORS)
+    )
+    phi_threshold: float = attrs.field(
+        default=DEFAULT_PHI_THRESHOLD, validator=positive
+    )
+    #: Floor under φ's standard deviation, seconds (``None``: a tenth of
+    #: ``retry_interval``).
+    phi_min_std: float | None = attrs.field(default=None, validator=_optional_positive)
+    #: A wait this much longer than usual is not suspicious at all, seconds
+    #: (``None``: one ``retry_interval``).
+    phi_acceptable_pause: float | None = attrs.field(
+        default=None, validator=_optional_non_negative
+    )
 
     @property
     def detection_bound(self) -> float:
@@ -236,6 +276,31 @@ class ServerConfig:
     #: Kernel keepalive / TCP_USER_TIMEOUT for accepted sockets. With
     #: ``user_timeout=AUTO`` it is ``timeout``.
     keepalive: KeepaliveConfig | None = None
+    #: How often the server samples its own event loop's lateness (for
+    #: :meth:`HeartbeatServer.statistics` and the status line), seconds;
+    #: ``None``: never (stalls are still noticed when the kicker wakes late).
+    lag_probe_interval: float | None = attrs.field(
+        default=DEFAULT_LAG_PROBE_INTERVAL, validator=_optional_positive
+    )
+    #: How silent clients are judged: ``"fixed"`` (nothing received for
+    #: ``timeout``) or ``"phi"``: the φ accrual detector learns each client's
+    #: rhythm from its heartbeats, and kicks once φ of its silence reaches
+    #: ``phi_threshold``: soon after a steady client's usual gap, later for a
+    #: jittery one, never later than ``timeout``.
+    detector: Literal["fixed", "phi"] = attrs.field(
+        default="fixed", validator=attrs.validators.in_(DETECTORS)
+    )
+    phi_threshold: float = attrs.field(
+        default=DEFAULT_PHI_THRESHOLD, validator=positive
+    )
+    #: Floor under φ's standard deviation, seconds (``None``: a tenth of the
+    #: negotiated interval).
+    phi_min_std: float | None = attrs.field(default=None, validator=_optional_positive)
+    #: A silence this much longer than usual is not suspicious at all, seconds
+    #: (``None``: one negotiated interval).
+    phi_acceptable_pause: float | None = attrs.field(
+        default=None, validator=_optional_non_negative
+    )
 
     @min_interval.validator
     def _check_min_interval(self, attribute: attrs.Attribute[Any], value: Any) -> None:

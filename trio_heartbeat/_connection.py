@@ -322,6 +322,12 @@ class HeartbeatConnection:
         """When anything was last written (``trio.current_time()``)."""
         return self.session.last_sent
 
+    def unread_input(self) -> int | None:
+        """Bytes from the peer waiting in the kernel, not read yet (``None``:
+        this stream cannot tell). A judge that finds some knows the peer is
+        alive, whatever its reader has managed to read."""
+        return self._transport.unread_input(self._stream)
+
     @property
     def replying(self) -> bool:
         """Whether the reader is (or was cut while) writing PONGs: a peer that

@@ -10,6 +10,21 @@ period. Kicking from one task also means that when a thousand clients fall
 silent together, their CLOSE frames are written in one go rather than after
 several scheduler rounds across every task involved.
 
+Silence is measured in the server's *awake* time, and nobody is judged on bytes
+the server has not read yet:
+
+* each deadline is pushed back by the stalls since that connection was last
+  heard from (the server's :class:`~._lag.LagMonitor` records them: a long
+  collection, a blocking call, SIGSTOP, VM steal);
+* when the kicker itself wakes late, it judges nobody for a short grace
+  (``STALL_TOLERANCE``), in which the readers read what piled up meanwhile;
+* a connection with unread bytes in the kernel (FIONREAD) is alive, whatever
+  its reader has managed to read (unless its reader is stuck writing to it:
+  then the peer stopped reading, and is dropped as a slow consumer).
+
+A silent client is still kicked, at most ``timeout`` of awake time after its
+last byte.
+
 A kicked connection whose reader keeps waiting for the client's answer to the
 CLOSE (a per-message reader on a plain socket) is *lingering*: the kicker ends
 that wait ``close_timeout`` later. Every linger lasts the same, so a FIFO queue
@@ -27,6 +42,7 @@ from collections.abc import Callable, Collection
 import trio
 
 from ._connection import HeartbeatConnection
+from ._lag import STALL_TOLERANCE, LagMonitor
 
 __all__ = ["Kicker"]
 
@@ -50,9 +66,11 @@ class Kicker:
         kick: Callable[[HeartbeatConnection], bool],
         live: Collection[HeartbeatConnection],
         after_kicks: Callable[[], object] | None = None,
+        monitor: LagMonitor | None = None,
     ) -> None:
         self.timeout = timeout
         self._after_kicks = after_kicks
+        self._monitor = monitor or LagMonitor()
         self.close_timeout = close_timeout
         self._kick = kick
         self._live = live
@@ -67,11 +85,13 @@ class Kicker:
     def watch(self, conn: HeartbeatConnection) -> None:
         """Start watching ``conn``: kicked ``timeout`` after it was last heard
         from, or after now if that is later (the handshake just finished)."""
-        deadline = trio.current_time() + self.timeout
-        heapq.heappush(self._heap, (deadline, next(self._order), conn))
-        # Every other entry is due no later (same timeout, earlier start), so
-        # only a kicker waiting on an empty heap needs waking.
-        if len(self._heap) == 1 and not self._lingering:
+        allowed = conn.session.silence_allowed(self.timeout)
+        entry = (trio.current_time() + allowed, next(self._order), conn)
+        heapq.heappush(self._heap, entry)
+        # Only a new earliest entry changes when the kicker must wake (with the
+        # fixed rule, every other entry is due no later: same timeout, earlier
+        # start).
+        if self._heap[0] is entry:
             self._wakeup.set()
 
     def stop(self) -> None:
@@ -87,8 +107,16 @@ class Kicker:
         heap = self._heap
         lingering = self._lingering
         timeout = self.timeout
+        monitor = self._monitor
+        ledger = monitor.ledger
+        wake = math.inf
+        grace_until = -math.inf
         while True:
             now = trio.current_time()
+            if now >= wake and monitor.observe(wake, now):
+                # The process was stalled: the readers read what piled up
+                # meanwhile before anyone is judged.
+                grace_until = now + STALL_TOLERANCE
             while lingering and lingering[0][0] <= now:
                 _, conn = lingering.popleft()
                 if conn in self._live:
@@ -98,7 +126,18 @@ class Kicker:
                 _, _, conn = heapq.heappop(heap)
                 if conn.closed or conn not in self._live:
                     continue  # ending already, or gone
-                due = conn.last_received + timeout
+                since = conn.last_received
+                due = (
+                    since
+                    + conn.session.silence_allowed(timeout)
+                    + ledger.stalled_since(since)
+                )
+                if (
+                    due <= now
+                    and not conn.replying  # stuck writing: it stopped reading
+                    and (now < grace_until or conn.unread_input())
+                ):
+                    due = max(grace_until, now + STALL_TOLERANCE)  # see then
                 if due > now:
                     heapq.heappush(heap, (due, next(self._order), conn))
                     continue

@@ -13,6 +13,15 @@ Any bytes received after the first PING are an answer. ``jitter`` draws each idl
 wait from interval x [1 - jitter, 1 + jitter], so that clients that reconnected
 together drift apart instead of pinging in lockstep.
 
+With a φ accrual detector (over the PINGs' round trips), the server is also
+declared dead once φ of the unanswered PING's wait reaches its threshold,
+whichever comes first.
+
+The client's own stalls (a laptop lid, SIGSTOP, a long collection) are no
+evidence against the server: after one (:meth:`RetrySchedule.stalled`), a probe
+under way is retried with a fresh PING and a full ``retry_interval`` to answer
+it, so that no verdict is taken without a PING sent after resuming.
+
 The framed client and the legacy client both drive this one implementation: they
 ask :meth:`RetrySchedule.poll` what to do now, do it, and sleep until
 :meth:`RetrySchedule.next_wakeup`.
@@ -23,6 +32,8 @@ from __future__ import annotations
 import enum
 import math
 import random
+
+from ._detector import PhiAccrual
 
 __all__ = ["Action", "RetrySchedule"]
 
@@ -47,6 +58,8 @@ class RetrySchedule:
         "_attempt",
         "_idle_wait",
         "_probe_start",
+        "_resend_now",
+        "detector",
         "interval",
         "jitter",
         "retries",
@@ -62,6 +75,7 @@ class RetrySchedule:
         *,
         jitter: float = 0.0,
         rng: random.Random | None = None,
+        detector: PhiAccrual | None = None,
     ) -> None:
         #: The idle interval; an adaptive client may change it between periods.
         self.interval = interval
@@ -72,7 +86,10 @@ class RetrySchedule:
         #: First PING of the unanswered probe under way, else None.
         self._probe_start: float | None = None
         self._attempt = 0
+        self._resend_now = False
         self._idle_wait = self._draw_wait()
+        #: φ over round trips (None: the fixed rule alone).
+        self.detector = detector
 
     def _draw_wait(self) -> float:
         if not self.jitter:
@@ -100,6 +117,11 @@ class RetrySchedule:
         assert self._probe_start is not None
         return self._probe_start + (self._attempt + 1) * self.retry_interval
 
+    def _phi_verdict(self, start: float) -> float:
+        if self.detector is None:
+            return math.inf
+        return start + self.detector.verdict_after()
+
     def poll(self, now: float, last_sent: float, last_received: float) -> Action:
         """What to do at ``now``."""
         start = self._probe_start
@@ -107,7 +129,13 @@ class RetrySchedule:
             if last_received >= start:
                 # Answered: a new idle period began with that answer.
                 self._probe_start = None
+                self._resend_now = False
                 self._idle_wait = self._draw_wait()
+            elif self._resend_now:
+                self._resend_now = False
+                return Action.RESEND
+            elif now >= self._phi_verdict(start):
+                return Action.DEAD
             elif now >= start + (self._attempt + 1) * self.retry_interval:
                 self._attempt += 1
                 if self._attempt > self.retries:
@@ -125,6 +153,17 @@ class RetrySchedule:
         """When :meth:`poll` may next have something to do."""
         start = self._probe_start
         if start is not None:
-            return start + (self._attempt + 1) * self.retry_interval
+            if self._resend_now:
+                return -math.inf
+            attempt_due = start + (self._attempt + 1) * self.retry_interval
+            return min(attempt_due, self._phi_verdict(start))
         due = min(last_sent, last_received) + self._idle_wait
         return due if math.isfinite(due) else -math.inf
+
+    def stalled(self, now: float) -> None:
+        """This side was stalled until ``now``: a probe under way gets a fresh
+        PING (the next :meth:`poll` says RESEND) and a full retry interval, as
+        if its current attempt began now."""
+        if self._probe_start is not None:
+            self._probe_start = now - self._attempt * self.retry_interval
+            self._resend_now = True

@@ -23,7 +23,8 @@ import logging
 import os
 import ssl
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from functools import partial
 from typing import Any, Final, NoReturn
 
@@ -33,9 +34,11 @@ import trio
 from ._accept import serve_accept_loop
 from ._config import HandshakeError, Negotiated, ServerConfig, negotiate
 from ._connection import HeartbeatConnection, peer_host
+from ._detector import PhiAccrual
 from ._groups import split_cancelled
 from ._keepalive import apply_keepalive
 from ._kicker import Kicker
+from ._lag import LagMonitor
 from ._protocol import CloseCode
 from ._session import (
     CloseInfo,
@@ -50,7 +53,9 @@ if sys.version_info < (3, 11):
 
 __all__ = [
     "DISABLE_ENV_VAR",
+    "HeartbeatServer",
     "PerMessage",
+    "ServerStatistics",
     "per_message",
     "serve_listeners",
     "serve_tcp",
@@ -142,33 +147,165 @@ _SHUTTING_DOWN: Final = (
 )
 
 
-class _Server:
+@attrs.frozen
+class ServerStatistics:
+    """A snapshot of a :class:`HeartbeatServer`'s figures.
+
+    Counts are since the server was made; times are seconds.
+    """
+
+    #: Connections open now (handshaking included).
+    connections: int
+    #: Connections accepted in all.
+    connections_opened: int
+    #: Ended connections, by why they ended.
+    disconnects: Mapping[DisconnectReason, int]
+    #: The worst lateness of the server's own event loop so far: how much
+    #: later than asked a task woke (a long collection, a blocking call, a
+    #: stall of the process).
+    loop_lag_max: float
+    #: The 99th percentile of the loop's lateness over its last 1,024 probes.
+    loop_lag_p99: float
+    #: Seconds the server was stalled in all (lateness beyond 0.1 s), which
+    #: count against nobody's liveness.
+    stalled: float
+
+
+class HeartbeatServer:
+    """A heartbeat server: the handler, the settings, the hooks, and its figures.
+
+    :func:`serve_tcp` and :func:`serve_listeners` make one and serve with it;
+    make one yourself to keep a handle on it::
+
+        server = trio_heartbeat.HeartbeatServer(handler, config=config)
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(server.serve_tcp, 5005)
+            ...
+            print(len(server.connections), server.statistics())
+
+    ``handler(conn)`` runs once per connection after a successful handshake, in
+    the connection's own nursery beside its reader task (or wrap it in
+    :func:`per_message`). ``on_connect(conn)`` and ``on_disconnect(conn,
+    reason)`` are synchronous hooks for presence tracking and cleanup;
+    ``pong_payload(conn, ping_payload)`` returns the bytes piggybacked on each
+    PONG (by default a PONG echoes its PING's payload). A server serves one set
+    of listeners at a time.
+    """
+
     def __init__(
         self,
         handler: Handler,
-        config: ServerConfig,
-        on_connect: ConnectHook | None,
-        on_disconnect: DisconnectHook | None,
-        pong_payload: PongPayload | None,
+        *,
+        config: ServerConfig | None = None,
+        on_connect: ConnectHook | None = None,
+        on_disconnect: DisconnectHook | None = None,
+        pong_payload: PongPayload | None = None,
     ) -> None:
+        config = config or ServerConfig()
         self.handler = handler
         self.config = config
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
         self.pong_payload = pong_payload
         self.enforce = enforcement_enabled(config)
-        self.connections: set[HeartbeatConnection] = set()
-        self.per_ip: collections.Counter[str] = collections.Counter()
-        self.kicker = Kicker(
+        self._connections: set[HeartbeatConnection] = set()
+        self._per_ip: collections.Counter[str] = collections.Counter()
+        self._opened = 0
+        self._disconnects: collections.Counter[DisconnectReason] = collections.Counter()
+        self._lag = LagMonitor(config.lag_probe_interval or 1.0)
+        self._kicker = Kicker(
             config.timeout,
             config.close_timeout,
             self._kick,
-            self.connections,
+            self._connections,
             self._log_kicks,
+            self._lag,
         )
         self._kick_reason = f"nothing received for {config.timeout:g} s"
         # Kicked in the kicker's current batch, to be logged after it.
         self._kicked: list[HeartbeatConnection] = []
+        self._serving = False
+
+    @property
+    def connections(self) -> AbstractSet[HeartbeatConnection]:
+        """The connections being served now (a live, read-only view)."""
+        return self._connections
+
+    def statistics(self) -> ServerStatistics:
+        """The server's figures now."""
+        lag = self._lag
+        return ServerStatistics(
+            connections=len(self._connections),
+            connections_opened=self._opened,
+            disconnects=dict(self._disconnects),
+            loop_lag_max=lag.lag_max,
+            loop_lag_p99=lag.lag_p99(),
+            stalled=lag.ledger.total,
+        )
+
+    async def serve_listeners(
+        self,
+        listeners: Sequence[trio.abc.Listener[Any]],
+        *,
+        handler_nursery: trio.Nursery | None = None,
+        task_status: trio.TaskStatus[Sequence[trio.abc.Listener[Any]]] = (
+            trio.TASK_STATUS_IGNORED
+        ),
+    ) -> NoReturn:
+        """Serve on any Trio listeners, forever; see :func:`serve_listeners`."""
+        if self._serving:
+            raise RuntimeError("this HeartbeatServer is serving already")
+        self._serving = True
+        if not self.enforce:
+            logger.warning(
+                "heartbeat enforcement is OFF: silent clients are never kicked"
+            )
+        try:
+            async with trio.open_nursery() as nursery:
+                connections = handler_nursery or nursery
+                # The kicker lives where the connections do: with an outside
+                # handler_nursery they may outlast this call, and stay watched.
+                if self.enforce:
+                    connections.start_soon(self._kicker.run)
+                if self.config.lag_probe_interval is not None:
+                    nursery.start_soon(self._lag.run)
+                try:
+                    await serve_accept_loop(
+                        self.handle,
+                        list(listeners),
+                        handler_nursery=connections,
+                        task_status=task_status,
+                    )
+                finally:
+                    self._kicker.stop()
+        finally:
+            self._serving = False
+
+    async def serve_tcp(
+        self,
+        port: int,
+        *,
+        host: str | bytes | None = None,
+        backlog: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        handler_nursery: trio.Nursery | None = None,
+        task_status: trio.TaskStatus[Sequence[trio.abc.Listener[Any]]] = (
+            trio.TASK_STATUS_IGNORED
+        ),
+    ) -> NoReturn:
+        """Listen on TCP ``port`` (0 picks a free one) and serve forever; see
+        :func:`serve_tcp`."""
+        if not isinstance(port, int) or isinstance(port, bool):
+            raise TypeError(f"port must be int, not {port!r}")
+        listeners: list[Any] = await trio.open_tcp_listeners(
+            port, host=host, backlog=backlog
+        )
+        if ssl_context is not None:
+            # https_compatible=False: our CLOSE handshake ends the session cleanly.
+            listeners = [trio.SSLListener(tcp, ssl_context) for tcp in listeners]
+        await self.serve_listeners(
+            listeners, handler_nursery=handler_nursery, task_status=task_status
+        )
 
     # ------------------------------------------------------------ the life
 
@@ -181,9 +318,10 @@ class _Server:
                                DisconnectReason.SERVER_FULL)  # fmt: skip
             return
         host = peer_host(stream)
-        self.connections.add(conn)
+        self._connections.add(conn)
+        self._opened += 1
         if host is not None:
-            self.per_ip[host] += 1
+            self._per_ip[host] += 1
         ending = _ENDED_NORMALLY
         try:
             if await self._handshake(conn):
@@ -238,12 +376,12 @@ class _Server:
             try:
                 await self._finish(conn, *ending)
             finally:
-                self.connections.discard(conn)
-                self.kicker.connection_ended()
+                self._connections.discard(conn)
+                self._kicker.connection_ended()
                 if host is not None:
-                    self.per_ip[host] -= 1
-                    if not self.per_ip[host]:
-                        del self.per_ip[host]
+                    self._per_ip[host] -= 1
+                    if not self._per_ip[host]:
+                        del self._per_ip[host]
 
     def _connection(self, stream: trio.abc.Stream) -> HeartbeatConnection:
         config = self.config
@@ -263,11 +401,11 @@ class _Server:
         """Why the server refuses this connection now, or None to admit it."""
         config = self.config
         limit = config.max_connections
-        if limit is not None and len(self.connections) >= limit:
+        if limit is not None and len(self._connections) >= limit:
             return f"server full ({limit} connections)"
         per_ip = config.max_connections_per_ip
         host = peer_host(conn.stream)
-        if per_ip is not None and host is not None and self.per_ip[host] >= per_ip:
+        if per_ip is not None and host is not None and self._per_ip[host] >= per_ip:
             return f"too many connections from {host} ({per_ip})"
         return None
 
@@ -306,6 +444,18 @@ class _Server:
             if self.enforce:
                 session.min_ping_interval = negotiated.min_interval
                 session.max_ping_strikes = config.max_ping_strikes
+                if config.detector == "phi":
+                    interval = negotiated.interval
+                    session.detector = PhiAccrual(
+                        interval,
+                        threshold=config.phi_threshold,
+                        min_std=config.phi_min_std or interval / 10,
+                        acceptable_pause=(
+                            interval
+                            if config.phi_acceptable_pause is None
+                            else config.phi_acceptable_pause
+                        ),
+                    )
             try:
                 await conn.accept(negotiated)
             except ConnectionClosed:
@@ -323,7 +473,7 @@ class _Server:
 
     def _watch(self, conn: HeartbeatConnection) -> None:
         if self.enforce:
-            self.kicker.watch(conn)
+            self._kicker.watch(conn)
 
     def _handler_failed(self, conn: HeartbeatConnection, exc: BaseException) -> bool:
         """Sort out what escaped the handler: True if the handler itself failed.
@@ -367,7 +517,7 @@ class _Server:
         else:
             alone = conn.end_now(
                 CloseCode.HEARTBEAT_TIMEOUT,
-                self._kick_reason,
+                self._kick_text(conn),
                 DisconnectReason.HEARTBEAT_TIMEOUT,
             )
             self._kicked.append(conn)
@@ -377,15 +527,27 @@ class _Server:
             conn.cancel()
         return alone
 
+    def _kick_text(self, conn: HeartbeatConnection) -> str:
+        """The CLOSE(1) text: the fixed rule's is the same for all."""
+        session = conn.session
+        if session.detector is None:
+            return self._kick_reason
+        now = trio.current_time()
+        return (
+            f"nothing received for {now - session.last_received:.1f} s "
+            f"(phi {session.phi(now) or 0.0:.1f})"
+        )
+
     def _log_kicks(self) -> None:
         """Log this batch's kicks when they happened (their cleanup, which
         waits for the client's answer, is reported by on_disconnect later)."""
         for conn in self._kicked:
+            info = conn.session.close_info
             logger.warning(
                 "kick %s: heartbeat timeout [CLOSE %d]: %s",
                 conn.peer,
                 CloseCode.HEARTBEAT_TIMEOUT,
-                self._kick_reason,
+                info.reason if info is not None else self._kick_reason,
             )
         self._kicked.clear()
 
@@ -408,6 +570,7 @@ class _Server:
             info = conn.session.close_info
             assert info is not None
             category = info.disconnect_reason
+            self._disconnects[category] += 1
             detail = f": {info.reason}" if info.reason else ""
             shown = "" if info.code is None else f" [CLOSE {info.code}]"
             if category is not DisconnectReason.HEARTBEAT_TIMEOUT:  # logged at kick
@@ -434,37 +597,27 @@ async def serve_listeners(
 
     ``handler(conn)`` runs once per connection after a successful handshake, in
     the connection's own nursery beside its reader task. When the handler
-    returns, the connection is closed with CLOSE(0). When the client is silent
-    for ``config.timeout`` seconds, the handler is cancelled and the client gets
-    CLOSE(1). Cancelling this function shuts down: every client gets CLOSE(5).
+    returns, the connection is closed with CLOSE(0). When nothing has been
+    received from the client for ``config.timeout`` seconds of the server's
+    awake time, the handler is cancelled and the client gets CLOSE(1).
+    Cancelling this function shuts down: every client gets CLOSE(5).
 
     Accept errors that mean "out of file descriptors or memory" are logged and
     retried after a short sleep, as :func:`trio.serve_listeners` does; other
-    errors propagate. ``on_connect(conn)`` and ``on_disconnect(conn, reason)`` are
-    synchronous hooks for presence tracking and cleanup. ``pong_payload(conn,
-    ping_payload)`` returns the bytes piggybacked on each PONG (by default a
-    PONG echoes its PING's payload).
+    errors propagate. The hooks and ``pong_payload`` are
+    :class:`HeartbeatServer`'s; make one yourself to keep a handle on the
+    server (its connections and figures).
     """
-    server = _Server(
-        handler, config or ServerConfig(), on_connect, on_disconnect, pong_payload
+    server = HeartbeatServer(
+        handler,
+        config=config,
+        on_connect=on_connect,
+        on_disconnect=on_disconnect,
+        pong_payload=pong_payload,
     )
-    if not server.enforce:
-        logger.warning("heartbeat enforcement is OFF: silent clients are never kicked")
-    async with trio.open_nursery() as nursery:
-        connections = handler_nursery or nursery
-        # The kicker lives where the connections do: with an outside
-        # handler_nursery they may outlast this call, and stay watched.
-        if server.enforce:
-            connections.start_soon(server.kicker.run)
-        try:
-            await serve_accept_loop(
-                server.handle,
-                list(listeners),
-                handler_nursery=connections,
-                task_status=task_status,
-            )
-        finally:
-            server.kicker.stop()
+    await server.serve_listeners(
+        listeners, handler_nursery=handler_nursery, task_status=task_status
+    )
 
 
 async def serve_tcp(
@@ -490,21 +643,18 @@ async def serve_tcp(
     handshake counts against the handshake timeout. See :func:`serve_listeners`
     for the rest.
     """
-    if not isinstance(port, int) or isinstance(port, bool):
-        raise TypeError(f"port must be int, not {port!r}")
-    listeners: list[Any] = await trio.open_tcp_listeners(
-        port, host=host, backlog=backlog
-    )
-    if ssl_context is not None:
-        # https_compatible=False: our CLOSE handshake ends the session cleanly.
-        listeners = [trio.SSLListener(tcp, ssl_context) for tcp in listeners]
-    await serve_listeners(
+    server = HeartbeatServer(
         handler,
-        listeners,
         config=config,
         on_connect=on_connect,
         on_disconnect=on_disconnect,
         pong_payload=pong_payload,
+    )
+    await server.serve_tcp(
+        port,
+        host=host,
+        backlog=backlog,
+        ssl_context=ssl_context,
         handler_nursery=handler_nursery,
         task_status=task_status,
     )

@@ -32,6 +32,7 @@ import attrs
 
 from ._config import DEFAULT_MAX_PING_STRIKES as MAX_PING_STRIKES
 from ._config import HandshakeError, Negotiated
+from ._detector import PhiAccrual
 from ._protocol import (
     DEFAULT_MAX_FRAME_SIZE,
     Close,
@@ -270,6 +271,7 @@ class Session:
         "bytes_received",
         "bytes_sent",
         "close_info",
+        "detector",
         "frames_received",
         "frames_sent",
         "interrupted",
@@ -341,6 +343,9 @@ class Session:
         self._ping_sent_at: float | None = None
         self._ping_resent = False
         self._rtt: RttEstimator | None = None
+        #: φ accrual detector (None: the fixed rule). A server's learns the gaps
+        #: between the client's heartbeats; a client's, its PINGs' round trips.
+        self.detector: PhiAccrual | None = None
 
     # ------------------------------------------------------------ state
 
@@ -362,6 +367,25 @@ class Session:
         if self._rtt is None:
             self._rtt = RttEstimator()
         return self._rtt
+
+    def phi(self, now: float) -> float | None:
+        """The φ suspicion level now (``None`` without a φ detector): a
+        server's, of the client's silence; a client's, of its unanswered PING's
+        wait (0 while nothing is outstanding)."""
+        detector = self.detector
+        if detector is None:
+            return None
+        if self.role is Role.SERVER:
+            return detector.phi(now - self.last_received)
+        sent_at = self._ping_sent_at
+        return 0.0 if sent_at is None else detector.phi(now - sent_at)
+
+    def silence_allowed(self, timeout: float) -> float:
+        """Server: how long the client may stay silent before it is kicked:
+        ``timeout``, or sooner where the φ detector reaches its threshold."""
+        if self.detector is None:
+            return timeout
+        return min(timeout, self.detector.verdict_after())
 
     def error(self) -> ConnectionClosed:
         """The exception for "this connection is closed", with its reason."""
@@ -527,6 +551,7 @@ class Session:
         # ``events`` as one bytes item when another event (or the end) comes.
         empty_pongs = 0
         pongs: list[bytes] | None = None
+        detector = self.detector
         while True:
             state = self.state
             if state is SessionState.HANDSHAKE and self.peer_hello:
@@ -546,6 +571,10 @@ class Session:
                 # The heartbeat path, kept inline.
                 payload = frame.payload  # type: ignore[union-attr]
                 self.pings_received += 1
+                if detector is not None and since > -math.inf:
+                    # The gap the heartbeat closed: from the bytes before it.
+                    detector.gap(now - since)
+                    detector = None  # the read's other PINGs are a backlog
                 if self.min_ping_interval is not None and not self._spaced(now, since):
                     self._flush_pongs(events, empty_pongs, pongs)
                     self._fail(self._strike_error(), events)
@@ -733,7 +762,10 @@ class Session:
         sent_at = self._ping_sent_at
         if sent_at is not None:
             if not self._ping_resent:  # Karn: a resent PING gives no sample
-                self.rtt.update(max(0.0, now - sent_at))
+                sample = max(0.0, now - sent_at)
+                self.rtt.update(sample)
+                if self.detector is not None and self.role is Role.CLIENT:
+                    self.detector.gap(sample)
             self._ping_sent_at = None
         events.append(frame)
 

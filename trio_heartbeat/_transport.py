@@ -30,6 +30,14 @@ import socket
 import sys
 from typing import Final
 
+try:
+    import fcntl
+    import termios
+
+    _FIONREAD: int | None = termios.FIONREAD
+except ImportError:  # Windows
+    _FIONREAD = None
+
 import trio
 
 __all__ = [
@@ -123,6 +131,21 @@ class Transport:
         the socket transport can; here it returns False.
         """
         return False
+
+    def unread_input(self, stream: trio.abc.Stream) -> int | None:
+        """Bytes that arrived in the kernel but were not read yet (``None``:
+        cannot tell, no socket underneath or no FIONREAD)."""
+        sock = stream_socket(stream)
+        if sock is None or _FIONREAD is None:
+            return None
+        try:
+            fd = sock.fileno()
+            if fd < 0:
+                return None
+            answer = fcntl.ioctl(fd, _FIONREAD, b"\0\0\0\0")
+        except OSError:
+            return None
+        return int.from_bytes(answer, sys.byteorder)
 
     def close_now(self, stream: trio.abc.Stream) -> bool:
         """Close synchronously, waking every task blocked on the stream; False

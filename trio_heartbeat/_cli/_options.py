@@ -98,6 +98,26 @@ def _user_timeout(value: str) -> float | str:
     return AUTO if value == AUTO else float(value)
 
 
+def _add_detector(parser: argparse.ArgumentParser, config_class: type) -> None:
+    parser.add_argument(
+        "--detector",
+        choices=["fixed", "phi"],
+        default=_default(config_class, "detector"),
+        help="how a peer is judged dead: fixed (silent for the timeout / the "
+        "retries) or phi (the phi accrual detector, which learns the link's "
+        "rhythm; never later than fixed) (default %(default)s)",
+    )
+    _config_option(
+        parser,
+        "--phi-threshold",
+        config_class,
+        "phi_threshold",
+        type=float,
+        metavar="PHI",
+        help="with --detector phi: the suspicion level of a verdict",
+    )
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--protocol",
@@ -222,6 +242,7 @@ def _add_serve(commands: Any) -> None:
         metavar="S",
         help="drop a client that stalls a send for S seconds",
     )
+    _add_detector(serve, ServerConfig)
     serve.add_argument(
         "--no-heartbeat",
         action="store_true",

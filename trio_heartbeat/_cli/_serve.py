@@ -16,10 +16,10 @@ import trio
 
 from trio_heartbeat import (
     HeartbeatConnection,
+    HeartbeatServer,
     ServerConfig,
     per_message,
     serve_legacy_listeners,
-    serve_listeners,
 )
 
 from ._options import (
@@ -80,10 +80,12 @@ async def _serve(
         return EXIT_CONNECTION
     if tls is not None:
         tcp = [trio.SSLListener(listener, tls) for listener in tcp]
+    server: HeartbeatServer | None = None
     if legacy:
         serve: Any = partial(serve_legacy_listeners, tcp, config=config)
     else:
-        serve = partial(serve_listeners, echo_upper, tcp, config=config)
+        server = HeartbeatServer(echo_upper, config=config)
+        serve = partial(server.serve_listeners, tcp)
     async with trio.open_nursery() as nursery:
         listeners: list[Any] = await nursery.start(serve)
         _freeze_startup_objects()
@@ -101,7 +103,7 @@ async def _serve(
                 print(f"listening on {shown}:{address[1]}", flush=True)
             async for signum in signals:
                 if signum in status_signals:
-                    logger.warning("status: %s", process_status())
+                    logger.warning("status: %s", _status_line(server))
                     continue
                 logger.info(
                     "%s received: closing every connection", signal.Signals(signum).name
@@ -109,6 +111,20 @@ async def _serve(
                 nursery.cancel_scope.cancel()
                 break
     return EXIT_OK
+
+
+def _status_line(server: HeartbeatServer | None) -> str:
+    """The SIGUSR1 line: the process, then the server's own figures."""
+    line = process_status()
+    if server is not None:
+        figures = server.statistics()
+        line += (
+            f" connections={figures.connections}"
+            f" lag_max_ms={figures.loop_lag_max * 1000:.1f}"
+            f" lag_p99_ms={figures.loop_lag_p99 * 1000:.1f}"
+            f" stalled_s={figures.stalled:.1f}"
+        )
+    return line
 
 
 def _run_workers(args: argparse.Namespace, argv: Sequence[str]) -> int:
