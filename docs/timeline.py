@@ -236,7 +236,7 @@ def render(events: list[Event], marks: dict[str, float]) -> str:
     legend = (
         f"client: PING after {CLIENT.interval:g} s idle, resend every "
         f"{CLIENT.retry_interval:g} s, dead after {CLIENT.retries + 1} unanswered; "
-        f"server: kick after {SERVER.timeout:g} s without a frame"
+        f"server: kick after {SERVER.timeout:g} s without receiving anything"
     )
     out.append(
         f'<text x="{left}" y="{height - 12}" fill="#555">{escape(legend)}</text>'

@@ -8,6 +8,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import trio_heartbeat
 
@@ -42,6 +43,41 @@ def test_timeline_picture_matches_a_fresh_recording() -> None:
     )
     assert "client declares the server dead (43 s)" in fresh
     assert "server kicks the client (54 s)" in fresh
+
+
+def _module(path: Path, name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_stall_picture_matches_a_fresh_recording() -> None:
+    stall = _module(DOCS / "stall_timeline.py", "docs_stall_timeline")
+    fresh = stall.build()
+    committed = (DOCS / "_static" / "stall.svg").read_text()
+    assert fresh == committed, (
+        "docs/_static/stall.svg is stale: python docs/stall_timeline.py"
+    )
+    assert "B kicked at 74.5 s: silent 30 s by the server&#x27;s awake clock" in fresh
+
+
+def test_detection_table_matches_the_benchmark(tmp_path: Path) -> None:
+    detection = _module(DOCS.parent / "benchmarks" / "detection.py", "bench_detect")
+    table = tmp_path / "table.rst"
+    argv = sys.argv
+    sys.argv = ["detection.py", "--rst", str(table)]
+    try:
+        detection.main()
+    finally:
+        sys.argv = argv
+    committed = (DOCS / "_static" / "detection_table.rst").read_text()
+    assert table.read_text() == committed, (
+        "docs/_static/detection_table.rst is stale: "
+        "python benchmarks/detection.py --rst docs/_static/detection_table.rst"
+    )
 
 
 def test_benchmark_table_and_chart_match_the_recorded_results() -> None:

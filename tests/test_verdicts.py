@@ -47,13 +47,15 @@ def test_lateness_within_the_tolerance_is_no_stall() -> None:
 
 def test_a_stall_is_counted_once_whoever_sees_it() -> None:
     ledger = StallLedger(tolerance=0.1)
-    assert ledger.observe(10.0, 14.0) == 4.0  # the probe, due at 10
-    assert ledger.observe(12.0, 14.0) == 0.0  # the kicker, due at 12: same stall
+    assert ledger.observe(12.0, 14.0) == 2.0  # the kicker, due at 12
+    assert ledger.observe(10.0, 14.0) == 2.0  # the probe, due at 10: from 10 on
     assert ledger.observe(13.0, 14.5) == 0.5  # only what was not yet counted
     assert ledger.total == 4.5
-    assert ledger.stalled_since(9.0) == 4.5  # both stalls ended after 9
-    assert ledger.stalled_since(14.0) == 0.5
+    assert ledger.stalled_since(9.0) == 4.5
+    assert ledger.stalled_since(12.0) == 2.5
     assert ledger.stalled_since(14.5) == 0.0
+    assert ledger.observe(20.0, 21.0) == 1.0  # another stall, later
+    assert ledger.stalled_since(14.0) == 1.5
 
 
 # ------------------------------------------------------------ φ accrual

@@ -102,6 +102,10 @@ class ConnectionStats:
     last_sent: float = -math.inf
     #: When bytes were last received (any bytes, a partial frame too).
     last_received: float = -math.inf
+    #: The φ accrual suspicion level when the snapshot was taken (``None``
+    #: with the fixed rule): a server's, of the client's silence; a client's,
+    #: of its unanswered PING's wait.
+    phi: float | None = None
 
 
 _NO_SOCKET: Final = object()
@@ -305,6 +309,7 @@ class HeartbeatConnection:
             pongs_received=s.pongs_received,
             last_sent=s.last_sent,
             last_received=s.last_received,
+            phi=s.phi(trio.current_time()) if s.detector is not None else None,
         )
 
     @property

@@ -17,9 +17,7 @@ else would notice, and the loop-lag figures operators watch.
 
 from __future__ import annotations
 
-import bisect
 import collections
-import math
 from typing import Final
 
 import trio
@@ -34,60 +32,58 @@ STALL_TOLERANCE: Final = 0.1
 PROBE_PERIOD: Final = 1.0
 #: Lateness samples kept for the "recent" percentile.
 RECENT: Final = 1024
-#: Stalls the ledger remembers; older ones are folded into one base figure.
-#: Even a server stalled four times a second for hours stays within it.
+#: Stalls the ledger remembers (the oldest half is dropped past it). A server
+#: stalled every second for eighteen hours stays within it.
 MAX_STALLS: Final = 65536
 
 
 class StallLedger:
-    """Stalls observed so far, as (end, cumulative seconds) steps.
+    """Stalls observed so far, as merged intervals of time.
 
     :meth:`observe` takes "I asked to run at ``expected``, and run at
-    ``actual``"; lateness beyond ``tolerance`` is a stall from ``expected`` to
-    ``actual``. Several observers may report the same stall: each second is
-    counted once. :meth:`stalled_since` answers how much of the time since an
-    instant was stalled.
+    ``actual``": lateness beyond ``tolerance`` reveals a stall from ``expected``
+    to ``actual``. Several observers report the same stall, each knowing only
+    when *it* expected to run: the intervals are merged, so each second is
+    counted once and the stall starts at the earliest expectation.
+    :meth:`stalled_since` answers how much of the time since an instant was
+    stalled.
     """
 
-    __slots__ = ("_base", "_ends", "_totals", "accounted_until", "tolerance", "total")
+    __slots__ = ("_intervals", "tolerance", "total")
 
     def __init__(self, tolerance: float = STALL_TOLERANCE) -> None:
         self.tolerance = tolerance
         #: Seconds stalled in all.
         self.total = 0.0
-        #: Up to when stalls have been accounted for.
-        self.accounted_until = -math.inf
-        self._ends: list[float] = []
-        self._totals: list[float] = []
-        # The cumulative figure of stalls forgotten (older than any kept).
-        self._base = 0.0
+        self._intervals: list[list[float]] = []  # [start, end], in order
 
     def observe(self, expected: float, actual: float) -> float:
-        """Record a wake-up; returns the stall it reveals (0 if none)."""
-        late = actual - expected
-        if late <= self.tolerance or actual <= self.accounted_until:
+        """Record a wake-up; returns the seconds of stall it adds (0 if none)."""
+        if actual - expected <= self.tolerance:
             return 0.0
-        start = max(expected, self.accounted_until)
-        stalled = actual - start
-        self.accounted_until = actual
-        self.total += stalled
-        self._ends.append(actual)
-        self._totals.append(self.total)
-        if len(self._ends) > MAX_STALLS:
-            self._forget(len(self._ends) // 2)
-        return stalled
+        intervals = self._intervals
+        if intervals and expected <= intervals[-1][1]:
+            last = intervals[-1]
+            before = last[1] - last[0]
+            last[0] = min(last[0], expected)
+            last[1] = max(last[1], actual)
+            added = (last[1] - last[0]) - before
+        else:
+            intervals.append([expected, actual])
+            added = actual - expected
+            if len(intervals) > MAX_STALLS:
+                del intervals[: MAX_STALLS // 2]
+        self.total += added
+        return added
 
     def stalled_since(self, since: float) -> float:
-        """Seconds of stalls that ended after ``since`` (a stall cannot
-        contain an instant at which something ran, so each is wholly after)."""
-        index = bisect.bisect_right(self._ends, since)
-        before = self._totals[index - 1] if index else self._base
-        return self.total - before
-
-    def _forget(self, count: int) -> None:
-        self._base = self._totals[count - 1]
-        del self._ends[:count]
-        del self._totals[:count]
+        """Seconds of the stalls recorded that lie after ``since``."""
+        stalled = 0.0
+        for start, end in reversed(self._intervals):
+            if end <= since:
+                break
+            stalled += end - max(start, since)
+        return stalled
 
 
 class LagMonitor:

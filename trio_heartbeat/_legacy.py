@@ -30,6 +30,7 @@ from ._connection import describe_peer
 from ._groups import unwrap
 from ._idle import IdleWatchdog
 from ._keepalive import apply_keepalive
+from ._lag import STALL_TOLERANCE
 from ._schedule import Action, RetrySchedule
 from ._server import enforcement_enabled
 from ._session import DisconnectReason
@@ -242,10 +243,14 @@ class LegacyConnection:
     async def _heartbeat(self, config: ClientConfig, body: trio.CancelScope) -> None:
         """The same retry rule as the framed client (``_schedule.py``)."""
         schedule = RetrySchedule(config.interval, config.retry_interval, config.retries)
+        wake = math.inf
         while True:
-            action = schedule.poll(
-                trio.current_time(), self.last_sent, self.last_received
-            )
+            now = trio.current_time()
+            if now - wake > STALL_TOLERANCE:  # this side was stalled
+                await trio.lowlevel.checkpoint()  # let the reader catch up
+                now = trio.current_time()
+                schedule.stalled(now)
+            action = schedule.poll(now, self.last_sent, self.last_received)
             if action is Action.DEAD:
                 self._error = LegacyHeartbeatTimeout(
                     f"{config.retries + 1} heartbeats unanswered over "
@@ -259,9 +264,9 @@ class LegacyConnection:
                 with trio.move_on_at(schedule.attempt_deadline()):
                     await self.send(HEARTBEAT)
                     self.heartbeats_sent += 1
-            await trio.sleep_until(
-                schedule.next_wakeup(self.last_sent, self.last_received)
-            )
+            wake = schedule.next_wakeup(self.last_sent, self.last_received)
+            await trio.sleep_until(wake)
+            wake = max(wake, now)
 
 
 @asynccontextmanager
