@@ -74,8 +74,10 @@ async def measure(connections: int, rate: float, seconds: float) -> None:
         process.wait(timeout=60)
     for field in line.split():
         generation, count, longest, total = field.split(":")
-        print(f"{generation}: {count} collections, longest "
-              f"{float(longest) * 1e3:.1f} ms, {float(total) * 1e3:.0f} ms in all")  # fmt: skip
+        print(
+            f"{generation}: {count} collections, longest "
+            f"{float(longest) * 1e3:.1f} ms, {float(total) * 1e3:.0f} ms in all"
+        )
 
 
 def main() -> None:

@@ -43,12 +43,16 @@ async def hello_over_tcp(port: int, local: str) -> tuple[trio.abc.Stream, Any]:
 
 
 async def test_max_connections_per_ip() -> None:
-    reasons: list[DisconnectReason] = []
+    reasons: list[tuple[str, DisconnectReason]] = []
     refused, left = trio.Event(), trio.Event()
 
+    def on_refuse(conn: HeartbeatConnection, reason: DisconnectReason) -> None:
+        reasons.append(("refuse", reason))
+        refused.set()
+
     def on_disconnect(conn: HeartbeatConnection, reason: DisconnectReason) -> None:
-        reasons.append(reason)
-        (refused if len(reasons) == 1 else left).set()
+        reasons.append(("disconnect", reason))
+        left.set()
 
     config = ServerConfig(max_connections_per_ip=2)
     with trio.fail_after(10):
@@ -56,7 +60,7 @@ async def test_max_connections_per_ip() -> None:
             listeners = await nursery.start(
                 partial(
                     serve_tcp, echo, 0, host="127.0.0.1", config=config,
-                    on_disconnect=on_disconnect,
+                    on_disconnect=on_disconnect, on_refuse=on_refuse,
                 )
             )  # fmt: skip
             port = listeners[0].socket.getsockname()[1]
@@ -67,7 +71,7 @@ async def test_max_connections_per_ip() -> None:
             assert c == Close(6, "too many connections from 127.0.0.1 (2)")
             await third.aclose()  # the refused client goes; the server is done
             await refused.wait()
-            assert reasons == [DisconnectReason.SERVER_FULL]
+            assert reasons == [("refuse", DisconnectReason.SERVER_FULL)]
             # Another address (127.0.0.2 is loopback too) is not affected.
             other, d = await hello_over_tcp(port, "127.0.0.2")
             assert isinstance(d, Hello)

@@ -103,6 +103,7 @@ async def running_server(
                 handler_nursery=handlers,
                 on_connect=lambda c: events.append(("connect", c.peer, None)),
                 on_disconnect=lambda c, r: events.append(("disconnect", c.peer, r)),
+                on_refuse=lambda c, r: events.append(("refuse", c.peer, r)),
                 **kwargs,
             )
         )
@@ -166,7 +167,7 @@ async def test_no_hello_is_closed_at_handshake_timeout(
         await peer.expect_eof()
         await server.settle()
         assert server.events == [
-            ("disconnect", peer.name, DisconnectReason.HANDSHAKE_FAILED)
+            ("refuse", peer.name, DisconnectReason.HANDSHAKE_FAILED)
         ]
 
 
@@ -221,7 +222,7 @@ async def test_client_close_during_handshake(clock: Any, transport: str) -> None
         await peer.stream.aclose()
         await server.settle()
         assert server.events == [
-            ("disconnect", peer.name, DisconnectReason.HANDSHAKE_FAILED)
+            ("refuse", peer.name, DisconnectReason.HANDSHAKE_FAILED)
         ]
 
 
@@ -502,8 +503,14 @@ async def test_shutdown_sends_close_5_to_every_client(
         for peer in [*peers, handshaking]:
             assert await peer.receive() == Close(5, "server shutting down")
             await peer.expect_eof()
-    reasons = [r for kind, _, r in server.events if kind == "disconnect"]
-    assert reasons == [DisconnectReason.SHUTDOWN] * 6
+    # The five connected ones are disconnected, the one still handshaking is
+    # refused: on_disconnect pairs with on_connect.
+    kinds = [(kind, r) for kind, _, r in server.events if kind != "connect"]
+    assert sorted(kinds, key=str) == sorted(
+        [("disconnect", DisconnectReason.SHUTDOWN)] * 5
+        + [("refuse", DisconnectReason.SHUTDOWN)],
+        key=str,
+    )
 
 
 async def test_max_connections(clock: Any, transport: str) -> None:
@@ -522,7 +529,8 @@ async def test_max_connections(clock: Any, transport: str) -> None:
         fourth = await server.client()
         await fourth.send(Data(b"in"))
         assert await fourth.receive() == Data(b"IN")
-        assert DisconnectReason.SERVER_FULL in [r for _, _, r in server.events]
+        refused = [r for kind, _, r in server.events if kind == "refuse"]
+        assert refused == [DisconnectReason.SERVER_FULL]
 
 
 # ------------------------------------------------------------ extras
@@ -821,7 +829,7 @@ async def test_internal_error_costs_one_connection_only(
         later = await server.client()
         await later.send(Data(b"new"))
         assert await later.receive() == Data(b"NEW")
-        reasons = [r for kind, _, r in server.events if kind == "disconnect"]
+        reasons = [r for kind, _, r in server.events if kind == "refuse"]
         assert reasons == [DisconnectReason.INTERNAL_ERROR]
     (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
     assert record.getMessage().startswith("internal error on ")

@@ -108,7 +108,7 @@ async def test_stalled_tls_handshake_counts_against_handshake_timeout(
                 nursery,
                 server_context,
                 config=config,
-                on_disconnect=lambda c, r: reasons.append(r),
+                on_refuse=lambda c, r: reasons.append(r),
             )
             # Plain TCP that never starts TLS: the server must still give up.
             stream = await trio.open_tcp_stream("127.0.0.1", port)

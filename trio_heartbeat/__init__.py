@@ -6,11 +6,15 @@ Everything public is re-exported here; the ``_modules`` are private.
 from __future__ import annotations
 
 import contextlib as _contextlib
+import logging as _logging
 
 from ._backoff import Backoff as Backoff
 from ._client import ConnectionAttempt as ConnectionAttempt
+from ._client import OnPong as OnPong
+from ._client import PingPayload as PingPayload
 from ._client import Reconnector as Reconnector
 from ._client import connect_stream as connect_stream
+from ._client import is_permanent as is_permanent
 from ._client import open_connection as open_connection
 from ._client import reconnecting as reconnecting
 from ._config import AUTO as AUTO
@@ -54,8 +58,15 @@ from ._protocol import VarintTooLongError as VarintTooLongError
 from ._protocol import encode as encode
 from ._rtt import RttEstimator as RttEstimator
 from ._server import DISABLE_ENV_VAR as DISABLE_ENV_VAR
+from ._server import Authenticate as Authenticate
+from ._server import ConnectHook as ConnectHook
+from ._server import DisconnectHook as DisconnectHook
+from ._server import Handler as Handler
 from ._server import HeartbeatServer as HeartbeatServer
+from ._server import MessageHandler as MessageHandler
 from ._server import PerMessage as PerMessage
+from ._server import PongPayload as PongPayload
+from ._server import RefuseHook as RefuseHook
 from ._server import ServerStatistics as ServerStatistics
 from ._server import per_message as per_message
 from ._server import serve_listeners as serve_listeners
@@ -71,28 +82,33 @@ from ._session import ProtocolFailure as ProtocolFailure
 from ._session import Role as Role
 from ._session import Session as Session
 from ._session import SessionState as SessionState
+from ._signals import cancel_on_signals as cancel_on_signals
 
 __all__ = [
     "AUTO",
     "DEFAULT_MAX_FRAME_SIZE",
     "DISABLE_ENV_VAR",
     "PROTOCOL_VERSION",
+    "Authenticate",
     "Backoff",
     "ClientConfig",
     "Close",
     "CloseCode",
     "CloseInfo",
+    "ConnectHook",
     "ConnectionAttempt",
     "ConnectionClosed",
     "ConnectionStats",
     "Data",
     "DecoderFailedError",
+    "DisconnectHook",
     "DisconnectReason",
     "EndOfStream",
     "Established",
     "FrameDecoder",
     "FrameTooLargeError",
     "FrameType",
+    "Handler",
     "HandshakeError",
     "HeartbeatConnection",
     "HeartbeatServer",
@@ -106,14 +122,19 @@ __all__ = [
     "LegacyConnection",
     "LegacyHeartbeatTimeout",
     "LocalProtocolError",
+    "MessageHandler",
     "Negotiated",
+    "OnPong",
     "PerMessage",
     "Ping",
+    "PingPayload",
     "PingResult",
     "Pong",
+    "PongPayload",
     "ProtocolError",
     "ProtocolFailure",
     "Reconnector",
+    "RefuseHook",
     "RemoteProtocolError",
     "Role",
     "RttEstimator",
@@ -124,10 +145,12 @@ __all__ = [
     "TruncatedFrameError",
     "UnknownFrameTypeError",
     "VarintTooLongError",
+    "cancel_on_signals",
     "configure_keepalive",
     "connect_stream",
     "encode",
     "idle_timeout",
+    "is_permanent",
     "negotiate",
     "open_connection",
     "open_legacy_connection",
@@ -154,3 +177,8 @@ def _fixup_module_metadata() -> None:
 
 _fixup_module_metadata()
 del _fixup_module_metadata
+
+# A library logs, an application decides where logs go: without this, records
+# of a program that configured no logging would reach Python's last-resort
+# handler (warnings and above, on stderr, unformatted).
+_logging.getLogger("trio_heartbeat").addHandler(_logging.NullHandler())

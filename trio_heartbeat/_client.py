@@ -24,7 +24,7 @@ from ._backoff import Backoff
 from ._config import ClientConfig, Negotiated
 from ._connection import HeartbeatConnection
 from ._detector import PhiAccrual
-from ._groups import unwrap
+from ._groups import only, unwrap
 from ._keepalive import apply_keepalive
 from ._lag import STALL_TOLERANCE
 from ._protocol import PROTOCOL_VERSION, CloseCode
@@ -51,15 +51,32 @@ __all__ = [
 
 logger = logging.getLogger("trio_heartbeat.client")
 
+#: ``ping_payload()``: the bytes of each PING the heartbeat sends.
 PingPayload = Callable[[], bytes]
+#: ``on_pong(payload)``: the payload of each PONG received.
 OnPong = Callable[[bytes], None]
 
-#: What ends one connection of a reconnect loop, rather than the program.
+#: What ends one connection of a reconnect loop, rather than the program;
+#: in the order that says most about what happened.
 CONNECTION_FAILURES: tuple[type[BaseException], ...] = (
-    OSError,
+    HeartbeatTimeout,
     ConnectionClosed,
+    OSError,
     trio.BrokenResourceError,
 )
+
+
+def is_permanent(failure: BaseException) -> bool:
+    """The default ``Reconnector(is_permanent=...)``: whether retrying cannot
+    help. A TLS certificate that does not verify will not verify on the next
+    try either; everything else (refused, reset, kicked, timed out) may pass.
+    """
+    seen: BaseException | None = failure
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _hello_fields(config: ClientConfig) -> dict[str, Any]:
@@ -89,11 +106,18 @@ def _new_connection(
 
 async def _handshake(conn: HeartbeatConnection, config: ClientConfig) -> Negotiated:
     """Send HELLO, adopt the server's answer; on failure, end the connection
-    (CLOSE 7 where it is ours to send) and raise :class:`ConnectionClosed`."""
-    apply_keepalive(conn.stream, config.keepalive, config.detection_bound)
+    (CLOSE 7 where it is ours to send) and raise :class:`ConnectionClosed`.
+
+    Kernel keepalive is set once the interval is known: ``user_timeout=AUTO``
+    is the dead-server bound with the interval the server granted.
+    """
     try:
         with trio.move_on_after(config.handshake_timeout):
-            return await conn.handshake(_hello_fields(config))
+            negotiated = await conn.handshake(_hello_fields(config))
+            apply_keepalive(
+                conn.stream, config.keepalive, negotiated.detection_bound(config)
+            )
+            return negotiated
         conn.session.record(
             CloseInfo(
                 CloseCode.HANDSHAKE_FAILED,
@@ -102,13 +126,15 @@ async def _handshake(conn: HeartbeatConnection, config: ClientConfig) -> Negotia
                 DisconnectReason.HANDSHAKE_FAILED,
             )
         )
-    except ConnectionClosed:
-        pass  # the reason is recorded on the session
+    except ConnectionClosed as exc:
+        cause = exc.__cause__  # what broke, such as a TLS certificate refused
     except BaseException:
         await conn.close_stream()
         raise
+    else:
+        cause = None
     await conn.end(CloseCode.HANDSHAKE_FAILED, "", DisconnectReason.HANDSHAKE_FAILED)
-    raise conn.session.error()
+    raise conn.session.error() from cause
 
 
 async def _heartbeat_loop(
@@ -295,6 +321,9 @@ class ConnectionAttempt:
     Enter it with ``async with attempt as conn``. A connection failure inside
     (server declared dead, closed, lost) ends the block quietly and is kept in
     :attr:`failure`, and the loop reconnects; any other exception propagates.
+    That holds for failures raised in tasks of a nursery inside the block too,
+    however deeply their exception groups nest, as long as they hold nothing
+    but connection failures.
     """
 
     def __init__(
@@ -314,8 +343,12 @@ class ConnectionAttempt:
         self.number = number
         #: Backoff delay slept before this connection was made.
         self.delay = delay
-        #: What ended this connection, once it has ended (``None``: body returned).
+        #: What ended this connection, once it has ended: a
+        #: :class:`ConnectionClosed` (:class:`HeartbeatTimeout` when the server
+        #: was declared dead), or an ``OSError``; ``None`` if the body returned
+        #: (or the server closed normally, CLOSE 0).
         self.failure: BaseException | None = None
+        #: When the handshake completed (``trio.current_time()``).
         self.connected_at = trio.current_time()
 
     async def __aenter__(self) -> HeartbeatConnection:
@@ -337,11 +370,15 @@ class ConnectionAttempt:
     ) -> bool:
         try:
             await self._manager.__aexit__(exc_type, exc_value, traceback)
-        except CONNECTION_FAILURES as exc:
-            self._ended(exc)
+        except BaseException as raised:
+            failure = only(raised, CONNECTION_FAILURES)
+            if failure is None:
+                raise
+            self._ended(failure)
             return True
-        self._ended(exc_value if isinstance(exc_value, CONNECTION_FAILURES) else None)
-        return isinstance(exc_value, CONNECTION_FAILURES)
+        failure = None if exc_value is None else only(exc_value, CONNECTION_FAILURES)
+        self._ended(failure)
+        return failure is not None
 
     def _ended(self, failure: BaseException | None) -> None:
         self.failure = failure
@@ -368,11 +405,23 @@ class Reconnector:
             print("connection ended:", attempt.failure)
 
     Each iteration sleeps the backoff delay (none before the first), connects
-    and completes the handshake, retrying failed connects until one succeeds;
-    every failure is logged, kept in :attr:`last_failure` and passed to
-    ``on_failure(exc, next_window)`` if given. A connection that stayed up for
-    ``backoff.reset_after`` seconds resets the backoff. Break out of the loop to
-    stop.
+    and completes the handshake, retrying failed connects until one succeeds.
+    A connection that stayed up for ``backoff.reset_after`` seconds resets the
+    backoff. Break out of the loop to stop.
+
+    Failures, both kinds: a connect or handshake that failed (the loop tries
+    again), and a connection that ended (also in ``attempt.failure``). Each is
+    logged, kept in :attr:`last_failure`, and passed to ``on_failure(exc,
+    next_window)`` if given, with ``exc.connecting`` set to ``True`` for the
+    first kind and ``False`` for the second. ``on_failure`` may raise to stop
+    the loop: the exception comes out of the ``async for``.
+
+    A failure that retrying cannot cure (``is_permanent(exc)``; by default a
+    TLS certificate that does not verify) is raised from the ``async for``
+    instead of retried.
+
+    ``on_pong(payload)`` is given to every connection; to tell connections
+    apart, set ``conn.on_pong`` inside the attempt instead.
     """
 
     def __init__(
@@ -384,6 +433,7 @@ class Reconnector:
         ping_payload: PingPayload | None = None,
         on_pong: OnPong | None = None,
         on_failure: Callable[[BaseException, float], object] | None = None,
+        is_permanent: Callable[[BaseException], bool] = is_permanent,
         rng: random.Random | None = None,
         name: str = "server",
     ) -> None:
@@ -393,6 +443,7 @@ class Reconnector:
         self.ping_payload = ping_payload
         self.on_pong = on_pong
         self.on_failure = on_failure
+        self.is_permanent = is_permanent
         self.rng = rng or random.Random()
         self.name = name
         self.last_failure: BaseException | None = None
@@ -404,9 +455,11 @@ class Reconnector:
     def __aiter__(self) -> Reconnector:
         return self
 
-    def _failed(self, failure: BaseException, what: str) -> None:
+    def _failed(self, failure: BaseException, connecting: bool) -> None:
         self.last_failure = failure
+        what = "could not connect to" if connecting else "connection ended to"
         logger.warning("%s %s: %s", what, self.name, failure or type(failure).__name__)
+        failure.connecting = connecting  # type: ignore[attr-defined]
         if self.on_failure is not None:
             self.on_failure(failure, self.backoff.window())
 
@@ -416,7 +469,7 @@ class Reconnector:
         """Called by a :class:`ConnectionAttempt` when its connection ended."""
         self.backoff.connection_ended(trio.current_time() - attempt.connected_at)
         if failure is not None:
-            self._failed(failure, "connection ended to")
+            self._failed(failure, connecting=False)
         if (
             isinstance(failure, ConnectionClosed)
             and failure.code == CloseCode.TOO_MANY_PINGS
@@ -446,7 +499,9 @@ class Reconnector:
             try:
                 conn, negotiated = await self._connect()
             except CONNECTION_FAILURES as exc:
-                self._failed(exc, "could not connect to")
+                self._failed(exc, connecting=True)
+                if self.is_permanent(exc):
+                    raise
                 continue
             self.connections += 1
             attempt = ConnectionAttempt(self, conn, negotiated, self.connections, delay)
@@ -463,7 +518,8 @@ def reconnecting(
 ) -> Reconnector:
     """A :class:`Reconnector` over TCP (TLS with ``ssl_context``) to ``host:port``.
 
-    Other keyword options are :class:`Reconnector`'s.
+    Other keyword options are :class:`Reconnector`'s; ``name`` (for logs)
+    defaults to ``host:port``.
     """
     open_stream: Callable[[], Awaitable[trio.abc.Stream]]
     if ssl_context is None:
@@ -472,4 +528,5 @@ def reconnecting(
         open_stream = partial(
             trio.open_ssl_over_tcp_stream, host, port, ssl_context=ssl_context
         )
-    return Reconnector(open_stream, name=f"{host}:{port}", **kwargs)
+    kwargs.setdefault("name", f"{host}:{port}")
+    return Reconnector(open_stream, **kwargs)

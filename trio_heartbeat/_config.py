@@ -226,7 +226,9 @@ class ClientConfig:
 
     @property
     def detection_bound(self) -> float:
-        """Longest time from the last send until the server is declared dead."""
+        """Longest time from the last exchange until the server is declared
+        dead, with the interval as requested (the server may grant another:
+        see :meth:`Negotiated.detection_bound`)."""
         return self.interval + (self.retries + 1) * self.retry_interval
 
 
@@ -327,6 +329,13 @@ class Negotiated:
     timeout: float
     min_interval: float
     max_frame_size: int
+
+    def detection_bound(self, config: ClientConfig) -> float:
+        """Longest time from the last exchange until a client with ``config``
+        declares the server dead, with the values this handshake settled on
+        (its resends are never closer together than ``min_interval``)."""
+        retry_interval = max(config.retry_interval, self.min_interval)
+        return self.interval + (config.retries + 1) * retry_interval
 
     def to_hello(self) -> dict[str, Any]:
         return {

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
@@ -181,9 +182,11 @@ class HeartbeatConnection:
         "_stream_closed",
         "_transport",
         "close_timeout",
+        "identity",
         "on_pong",
         "peer",
         "session",
+        "state",
     )
 
     def __init__(
@@ -241,6 +244,11 @@ class HeartbeatConnection:
         self.on_pong = on_pong
         #: The peer's address for logs (``host:port``, or the stream's type).
         self.peer = describe_peer(stream)
+        #: What the server's ``authenticate`` hook returned for this client
+        #: (``None`` without one).
+        self.identity: Any = None
+        #: Yours: per-connection application state (a user, a session object...).
+        self.state: Any = None
 
     # ------------------------------------------------------------ state
 
@@ -275,6 +283,12 @@ class HeartbeatConnection:
     def peer_hello(self) -> dict[str, Any]:
         """The peer's HELLO fields (empty before the handshake)."""
         return self.session.peer_hello
+
+    @property
+    def client_id(self) -> str | None:
+        """The ``client_id`` the client gave in its HELLO (``None`` if none)."""
+        value = self.session.peer_hello.get("client_id")
+        return value if isinstance(value, str) else None
 
     @property
     def peer_max_frame_size(self) -> int:
@@ -379,13 +393,19 @@ class HeartbeatConnection:
         return self
 
     async def __anext__(self) -> bytes:
-        """Iterate DATA payloads; stops at a normal close, raises on others."""
+        """Iterate DATA payloads.
+
+        The iteration stops at a normal close, CLOSE(0) from either side; any
+        other ending raises :class:`ConnectionClosed` (or
+        :class:`HeartbeatTimeout`) with its reason: kicked (1), the server
+        shutting down (5), refused (7), the stream ended without CLOSE or
+        broke. As websockets does, so that a loop over the messages ends only
+        when the conversation did.
+        """
         try:
             return await self.receive()
         except ConnectionClosed as exc:
-            if exc.code == CloseCode.NORMAL or (
-                exc.by_peer and exc.disconnect_reason is DisconnectReason.CLOSED_BY_PEER
-            ):
+            if exc.code == CloseCode.NORMAL:
                 raise StopAsyncIteration from None
             raise
 
@@ -593,6 +613,20 @@ class HeartbeatConnection:
         """Close the stream at once (no CLOSE, no waiting); idempotent."""
         await self._close_stream()
 
+    def _broken(self, exc: TransportBroken) -> ConnectionClosed:
+        """Record a broken transport; the error to raise, caused by what broke
+        (a TLS certificate refused is a failed handshake, not a lost link)."""
+        if exc.tls:
+            verify = isinstance(exc.cause, ssl.SSLCertVerificationError)
+            self.session.lost(
+                str(exc), DisconnectReason.HANDSHAKE_FAILED, by_peer=not verify
+            )
+        else:
+            self.session.lost(str(exc))
+        error = self.session.error()
+        error.__cause__ = exc.cause
+        return error
+
     # ------------------------------------------------------------ reading
 
     async def _read(self, events: list[Any]) -> None:
@@ -643,7 +677,7 @@ class HeartbeatConnection:
             except TransportClosed:
                 return  # we closed it
             except TransportBroken as exc:
-                session.lost(str(exc))
+                self._broken(exc)
                 return
             finally:
                 self._receiving = False
@@ -692,8 +726,7 @@ class HeartbeatConnection:
         except TransportClosed:
             raise session.error() from None
         except TransportBroken as exc:
-            session.lost(str(exc))
-            raise session.error() from None
+            raise self._broken(exc) from exc.cause
         return session.receive_data(data, trio.current_time())
 
     async def _handshake_event(self, event: Any) -> None:
@@ -743,12 +776,11 @@ class HeartbeatConnection:
                     await self._send_bounded(wire, self._send_timeout)
                 else:
                     await self._transport.send_all(self._stream, wire)
-            except (TransportClosed, TransportBroken) as exc:
-                if isinstance(exc, TransportBroken):
-                    session.lost(str(exc))
-                else:
-                    session.record(_INTERRUPTED)
+            except TransportClosed:
+                session.record(_INTERRUPTED)
                 raise session.error() from None
+            except TransportBroken as exc:
+                raise self._broken(exc) from exc.cause
             except BaseException:
                 # Cancelled (or worse) mid-send: part of a frame may be on the
                 # wire, so no further frame may follow it.

@@ -14,7 +14,7 @@ import trio
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["leaves", "split_cancelled", "unwrap"]
+__all__ = ["leaves", "only", "split_cancelled", "unwrap"]
 
 
 def unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -38,3 +38,19 @@ def split_cancelled(exc: BaseException) -> tuple[bool, BaseException | None]:
         cancelled, rest = exc.split(trio.Cancelled)
         return cancelled is not None, rest
     return False, exc
+
+
+def only(
+    exc: BaseException, kinds: tuple[type[BaseException], ...]
+) -> BaseException | None:
+    """If ``exc`` (through any nesting of groups) holds nothing but ``kinds``,
+    the most telling of them (the earliest kind listed that is present);
+    else None."""
+    found = leaves(exc)
+    if not found or not all(isinstance(leaf, kinds) for leaf in found):
+        return None
+    for kind in kinds:
+        for leaf in found:
+            if isinstance(leaf, kind):
+                return leaf
+    return found[0]  # pragma: no cover - every leaf is of some kind

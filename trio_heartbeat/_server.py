@@ -53,8 +53,15 @@ if sys.version_info < (3, 11):
 
 __all__ = [
     "DISABLE_ENV_VAR",
+    "Authenticate",
+    "ConnectHook",
+    "DisconnectHook",
+    "Handler",
     "HeartbeatServer",
+    "MessageHandler",
     "PerMessage",
+    "PongPayload",
+    "RefuseHook",
     "ServerStatistics",
     "per_message",
     "serve_listeners",
@@ -101,10 +108,20 @@ def per_message(on_data: MessageHandler) -> PerMessage:
     return PerMessage(on_data)
 
 
+#: A server handler: ``async handler(conn)``, or one made by :func:`per_message`.
 Handler = Callable[[HeartbeatConnection], Awaitable[object]] | PerMessage
+#: ``on_connect(conn)``: a client finished its handshake.
 ConnectHook = Callable[[HeartbeatConnection], object]
+#: ``on_disconnect(conn, reason)``: a client that was connected is gone.
 DisconnectHook = Callable[[HeartbeatConnection, DisconnectReason], object]
+#: ``on_refuse(conn, reason)``: a connection ended before it was connected
+#: (server full, handshake failed, TLS refused).
+RefuseHook = Callable[[HeartbeatConnection, DisconnectReason], object]
+#: ``pong_payload(conn, ping_payload)``: the bytes of the PONG answering a PING.
 PongPayload = Callable[[HeartbeatConnection, bytes], bytes]
+#: ``await authenticate(hello)``: the client's identity, kept as
+#: ``conn.identity``; raise :class:`HandshakeError` to refuse with CLOSE(7).
+Authenticate = Callable[[Mapping[str, Any]], Awaitable[object]]
 
 
 def enforcement_enabled(config: ServerConfig) -> bool:
@@ -185,11 +202,19 @@ class HeartbeatServer:
 
     ``handler(conn)`` runs once per connection after a successful handshake, in
     the connection's own nursery beside its reader task (or wrap it in
-    :func:`per_message`). ``on_connect(conn)`` and ``on_disconnect(conn,
-    reason)`` are synchronous hooks for presence tracking and cleanup;
-    ``pong_payload(conn, ping_payload)`` returns the bytes piggybacked on each
-    PONG (by default a PONG echoes its PING's payload). A server serves one set
-    of listeners at a time.
+    :func:`per_message`).
+
+    The hooks are synchronous, and pair: ``on_connect(conn)`` once a client's
+    handshake succeeded, then exactly one ``on_disconnect(conn, reason)`` when
+    it is gone; a connection that never got that far (server full, handshake
+    failed or refused, TLS failed) gets one ``on_refuse(conn, reason)``
+    instead. ``await authenticate(hello)`` admits a client by its HELLO (all of
+    its fields, ``token`` and ``client_id`` included): what it returns is kept
+    as ``conn.identity``; raising :class:`HandshakeError` refuses the client
+    with CLOSE(7) and the error's text (any other exception refuses it too,
+    logged, with "authentication failed"). ``pong_payload(conn, ping_payload)``
+    returns the bytes piggybacked on each PONG (by default a PONG echoes its
+    PING's payload). A server serves one set of listeners at a time.
     """
 
     def __init__(
@@ -199,6 +224,8 @@ class HeartbeatServer:
         config: ServerConfig | None = None,
         on_connect: ConnectHook | None = None,
         on_disconnect: DisconnectHook | None = None,
+        on_refuse: RefuseHook | None = None,
+        authenticate: Authenticate | None = None,
         pong_payload: PongPayload | None = None,
     ) -> None:
         config = config or ServerConfig()
@@ -206,9 +233,13 @@ class HeartbeatServer:
         self.config = config
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
+        self.on_refuse = on_refuse
+        self.authenticate = authenticate
         self.pong_payload = pong_payload
         self.enforce = enforcement_enabled(config)
         self._connections: set[HeartbeatConnection] = set()
+        self._by_client_id: dict[str, set[HeartbeatConnection]] = {}
+        self._listeners: list[Any] = []
         self._per_ip: collections.Counter[str] = collections.Counter()
         self._opened = 0
         self._disconnects: collections.Counter[DisconnectReason] = collections.Counter()
@@ -228,8 +259,26 @@ class HeartbeatServer:
 
     @property
     def connections(self) -> AbstractSet[HeartbeatConnection]:
-        """The connections being served now (a live, read-only view)."""
+        """The connections being served now, handshaking ones included (a live,
+        read-only view)."""
         return self._connections
+
+    def connections_of(self, client_id: str) -> list[HeartbeatConnection]:
+        """The connected clients that gave this ``client_id`` in their HELLO."""
+        return list(self._by_client_id.get(client_id, ()))
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """``(host, port)`` of each listener being served (TLS ones included):
+        how to learn the port after serving on port 0."""
+        found = []
+        for listener in self._listeners:
+            inner = getattr(listener, "transport_listener", listener)
+            sock = getattr(inner, "socket", None)
+            if sock is not None:
+                host, port = sock.getsockname()[:2]
+                found.append((str(host), int(port)))
+        return found
 
     def statistics(self) -> ServerStatistics:
         """The server's figures now."""
@@ -256,6 +305,7 @@ class HeartbeatServer:
         if self._serving:
             raise RuntimeError("this HeartbeatServer is serving already")
         self._serving = True
+        self._listeners = list(listeners)
         if not self.enforce:
             logger.warning(
                 "heartbeat enforcement is OFF: silent clients are never kicked"
@@ -280,6 +330,7 @@ class HeartbeatServer:
                     self._kicker.stop()
         finally:
             self._serving = False
+            self._listeners = []
 
     async def serve_tcp(
         self,
@@ -312,19 +363,22 @@ class HeartbeatServer:
     async def handle(self, stream: trio.abc.Stream) -> None:
         """One connection, from accept to finish."""
         conn = self._connection(stream)
+        self._opened += 1
         refusal = self._admit(conn)
         if refusal is not None:
-            await self._finish(conn, CloseCode.SERVER_FULL, refusal,
+            await self._finish(conn, False, CloseCode.SERVER_FULL, refusal,
                                DisconnectReason.SERVER_FULL)  # fmt: skip
             return
         host = peer_host(stream)
         self._connections.add(conn)
-        self._opened += 1
         if host is not None:
             self._per_ip[host] += 1
         ending = _ENDED_NORMALLY
+        connected = False
         try:
             if await self._handshake(conn):
+                connected = True
+                self._index(conn, add=True)
                 # Serve: inline rather than a call, as this frame lives as long
                 # as the connection (a frame is ~0.35 KB of it).
                 logger.info(
@@ -374,14 +428,29 @@ class HeartbeatServer:
             raise
         finally:
             try:
-                await self._finish(conn, *ending)
+                await self._finish(conn, connected, *ending)
             finally:
+                if connected:
+                    self._index(conn, add=False)
                 self._connections.discard(conn)
                 self._kicker.connection_ended()
                 if host is not None:
                     self._per_ip[host] -= 1
                     if not self._per_ip[host]:
                         del self._per_ip[host]
+
+    def _index(self, conn: HeartbeatConnection, *, add: bool) -> None:
+        client_id = conn.client_id
+        if client_id is None:
+            return
+        if add:
+            self._by_client_id.setdefault(client_id, set()).add(conn)
+        else:
+            same = self._by_client_id.get(client_id)
+            if same is not None:
+                same.discard(conn)
+                if not same:
+                    del self._by_client_id[client_id]
 
     def _connection(self, stream: trio.abc.Stream) -> HeartbeatConnection:
         config = self.config
@@ -429,6 +498,8 @@ class HeartbeatServer:
                 ):
                     raise HandshakeError("authentication failed")
                 negotiated: Negotiated = negotiate(fields, config)
+                if self.authenticate is not None:
+                    conn.identity = await self._authenticated(conn, fields)
             except HandshakeError as exc:
                 session.record(
                     CloseInfo(
@@ -470,6 +541,23 @@ class HeartbeatServer:
             )
         )
         return False
+
+    async def _authenticated(
+        self, conn: HeartbeatConnection, hello: Mapping[str, Any]
+    ) -> object:
+        """The identity the application's hook returns; HandshakeError refuses."""
+        assert self.authenticate is not None
+        try:
+            return await self.authenticate(hello)
+        except HandshakeError:
+            raise
+        except Exception as exc:
+            logger.warning(
+                "authenticate() failed for %s",
+                conn.peer,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+            raise HandshakeError("authentication failed") from None
 
     def _watch(self, conn: HeartbeatConnection) -> None:
         if self.enforce:
@@ -554,11 +642,14 @@ class HeartbeatServer:
     async def _finish(
         self,
         conn: HeartbeatConnection,
+        connected: bool,
         code: int,
         reason: str,
         disconnect_reason: DisconnectReason,
     ) -> None:
-        """End the connection (once): CLOSE, close, then one log line and one hook.
+        """End the connection (once): CLOSE, close, then one log line and one
+        hook: ``on_disconnect`` for a connection that was ``connected``
+        (announced by ``on_connect``), ``on_refuse`` for one that was not.
 
         If the connection had already ended another way (the peer closed, a
         protocol error, a kick), that first reason is what is reported. The log
@@ -576,8 +667,11 @@ class HeartbeatServer:
             if category is not DisconnectReason.HEARTBEAT_TIMEOUT:  # logged at kick
                 logger.info("disconnect %s: %s%s%s", conn.peer, category.value,
                             shown, detail)  # fmt: skip
-            if self.on_disconnect is not None:
-                self.on_disconnect(conn, category)
+            if connected:
+                if self.on_disconnect is not None:
+                    self.on_disconnect(conn, category)
+            elif self.on_refuse is not None:
+                self.on_refuse(conn, category)
 
 
 async def serve_listeners(
@@ -587,6 +681,8 @@ async def serve_listeners(
     config: ServerConfig | None = None,
     on_connect: ConnectHook | None = None,
     on_disconnect: DisconnectHook | None = None,
+    on_refuse: RefuseHook | None = None,
+    authenticate: Authenticate | None = None,
     pong_payload: PongPayload | None = None,
     handler_nursery: trio.Nursery | None = None,
     task_status: trio.TaskStatus[Sequence[trio.abc.Listener[Any]]] = (
@@ -604,15 +700,21 @@ async def serve_listeners(
 
     Accept errors that mean "out of file descriptors or memory" are logged and
     retried after a short sleep, as :func:`trio.serve_listeners` does; other
-    errors propagate. The hooks and ``pong_payload`` are
+    errors propagate. The hooks, ``authenticate`` and ``pong_payload`` are
     :class:`HeartbeatServer`'s; make one yourself to keep a handle on the
-    server (its connections and figures).
+    server (its connections, their lookup by ``client_id``, its figures).
+
+    ``handler_nursery``: where the connections' tasks run (by default, inside
+    this call). Pass a nursery of your own to keep connections going after
+    this function is cancelled (the listeners close; the connections do not).
     """
     server = HeartbeatServer(
         handler,
         config=config,
         on_connect=on_connect,
         on_disconnect=on_disconnect,
+        on_refuse=on_refuse,
+        authenticate=authenticate,
         pong_payload=pong_payload,
     )
     await server.serve_listeners(
@@ -629,6 +731,8 @@ async def serve_tcp(
     config: ServerConfig | None = None,
     on_connect: ConnectHook | None = None,
     on_disconnect: DisconnectHook | None = None,
+    on_refuse: RefuseHook | None = None,
+    authenticate: Authenticate | None = None,
     pong_payload: PongPayload | None = None,
     handler_nursery: trio.Nursery | None = None,
     ssl_context: ssl.SSLContext | None = None,
@@ -648,6 +752,8 @@ async def serve_tcp(
         config=config,
         on_connect=on_connect,
         on_disconnect=on_disconnect,
+        on_refuse=on_refuse,
+        authenticate=authenticate,
         pong_payload=pong_payload,
     )
     await server.serve_tcp(

@@ -493,9 +493,16 @@ class Session:
         is over (its stream is being closed)."""
         self.state = SessionState.CLOSED
 
-    def lost(self, reason: str) -> None:
-        """The transport broke (reset, gone): nothing more in either direction."""
-        self.record(CloseInfo(None, reason, True, DisconnectReason.CONNECTION_LOST))
+    def lost(
+        self,
+        reason: str,
+        disconnect_reason: DisconnectReason = DisconnectReason.CONNECTION_LOST,
+        *,
+        by_peer: bool = True,
+    ) -> None:
+        """The transport broke (reset, gone, TLS refused): nothing more in
+        either direction."""
+        self.record(CloseInfo(None, reason, by_peer, disconnect_reason))
         self.state = SessionState.CLOSED
 
     def sent(self, nbytes: int, now: float) -> None:

@@ -27,6 +27,7 @@ import contextlib
 import errno
 import os
 import socket
+import ssl
 import sys
 from typing import Final
 
@@ -63,16 +64,26 @@ class TransportClosed(Exception):
 class TransportBroken(Exception):
     """The peer or the network ended the stream (reset, TLS failure...).
 
-    The message says what broke, readably.
+    The message says what broke, readably; ``cause`` is the underlying error
+    (the OSError, or the SSLError of a failed TLS handshake), if any.
     """
+
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+    @property
+    def tls(self) -> bool:
+        """Whether TLS failed (a certificate refused, a handshake error)."""
+        return isinstance(self.cause, ssl.SSLError)
 
 
 def _broken(exc: BaseException) -> TransportBroken:
     """What broke: trio wraps the OSError or SSLError as the cause."""
     cause = exc.__cause__
     if cause is not None and str(cause):
-        return TransportBroken(f"{type(cause).__name__}: {cause}")
-    return TransportBroken(str(exc) or type(exc).__name__)
+        return TransportBroken(f"{type(cause).__name__}: {cause}", cause)
+    return TransportBroken(str(exc) or type(exc).__name__, cause)
 
 
 def stream_socket(stream: object) -> socket.socket | trio.socket.SocketType | None:
@@ -182,7 +193,7 @@ class SocketTransport(Transport):
         except OSError as exc:
             if exc.errno == errno.EBADF:  # closed while we waited
                 raise TransportClosed from None
-            raise TransportBroken(str(exc) or type(exc).__name__) from None
+            raise TransportBroken(str(exc) or type(exc).__name__, exc) from None
         return data
 
     async def send_all(self, stream: trio.abc.Stream, data: bytes) -> None:
@@ -204,7 +215,7 @@ class SocketTransport(Transport):
         except OSError as exc:
             if exc.errno == errno.EBADF:  # closed while we waited
                 raise TransportClosed from None
-            raise TransportBroken(str(exc) or type(exc).__name__) from None
+            raise TransportBroken(str(exc) or type(exc).__name__, exc) from None
 
     def write_now(self, stream: trio.abc.Stream, data: bytes) -> bool:
         sock = stream.socket  # type: ignore[attr-defined]
