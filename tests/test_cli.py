@@ -310,7 +310,7 @@ async def test_connect_prints_server_close_reason_and_exits_1(
             code = await connect_in_process(Stdin(), "--port", str(port))
     assert code == 1
     assert capsys.readouterr().err == (
-        "connection closed: closed by peer (CLOSE 5 SHUTTING_DOWN, by peer): "
+        "connection closed: closed by peer (CLOSE 5 SHUTTING_DOWN): "
         "maintenance window\n"
     )
 

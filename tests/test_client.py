@@ -27,6 +27,7 @@ from trio_heartbeat import (
     Reconnector,
     ServerConfig,
     connect_stream,
+    encode,
     serve_listeners,
 )
 
@@ -620,3 +621,28 @@ async def test_reconnector_doubles_interval_after_close_4(autojump_clock: Any) -
         assert intervals == [10, 20]
         assert reconnector.config.interval == 20
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("behind_it", [[Data(b"welcome")], [Data(b"a"), Pong(b"7")]])
+async def test_frames_right_behind_the_servers_hello_are_delivered(
+    autojump_clock: Any, behind_it: list[Any]
+) -> None:
+    # A server that greets in the same write as its HELLO: one read brings both.
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    answer = Hello({"version": 1, "interval": 25.0, "timeout": 60.0, "min_interval": 1})
+    pongs: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+
+        async def server() -> None:
+            await server_stream.receive_some()  # the HELLO
+            await server_stream.send_all(b"".join(map(encode, [answer, *behind_it])))
+            await trio.sleep_forever()
+
+        nursery.start_soon(server)
+        async with connect_stream(client_stream, on_pong=pongs.append) as conn:
+            for frame in behind_it:
+                if isinstance(frame, Data):
+                    assert await conn.receive() == frame.payload
+            await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert pongs == [f.payload for f in behind_it if isinstance(f, Pong)]

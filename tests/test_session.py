@@ -553,3 +553,14 @@ def _frames_of(data: bytes) -> set[type]:
     while (frame := decoder.next_frame()) is not None:
         kinds.add(type(frame))
     return kinds
+
+
+def test_client_stops_at_the_servers_hello() -> None:
+    # Frames behind the HELLO wait for next_events (the reader), not the
+    # handshake that returns at Established.
+    session = Session(Role.CLIENT)
+    session.hello({"version": 1})
+    events = session.receive_data(SERVER_HELLO + wire(Data(b"hi"), Ping()), 1.0)
+    assert events == [Established(NEGOTIATED)]
+    assert session.state is SessionState.OPEN
+    assert session.next_events(1.0) == [Data(b"hi"), encode(Pong())]

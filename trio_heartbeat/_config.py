@@ -145,9 +145,14 @@ class KeepaliveConfig:
     detect a dead idle peer after more than two hours.
     """
 
+    #: Seconds without traffic before the first probe (TCP_KEEPIDLE).
     idle: float | None = attrs.field(default=None, validator=_optional_positive)
+    #: Seconds between probes (TCP_KEEPINTVL).
     interval: float | None = attrs.field(default=None, validator=_optional_positive)
+    #: Unanswered probes before the kernel drops the connection (TCP_KEEPCNT).
     count: int | None = attrs.field(default=None, validator=_optional_positive_int)
+    #: Longest time sent data may stay unacknowledged (TCP_USER_TIMEOUT,
+    #: Linux), seconds; :data:`AUTO`: the heartbeat's own bound.
     user_timeout: float | Literal["auto"] | None = attrs.field(
         default=None, validator=_optional_positive
     )
@@ -171,26 +176,33 @@ class KeepaliveConfig:
 class ClientConfig:
     """The client's heartbeat settings.
 
-    The client sends PING after ``interval`` seconds in which it sent nothing,
-    resends it every ``retry_interval`` seconds while nothing at all is received,
-    and declares the server dead after ``retries`` unanswered resends: at the
-    first PING + (``retries`` + 1) x ``retry_interval``.
+    The client sends PING after ``interval`` seconds with nothing sent or nothing
+    received, resends it every ``retry_interval`` seconds while nothing at all
+    is received, and declares the server dead after ``retries`` unanswered
+    resends: at the first PING + (``retries`` + 1) x ``retry_interval``.
     """
 
+    #: Seconds with nothing sent or nothing received before the client PINGs
+    #: (the wish sent in HELLO: the server may grant another).
     interval: float = attrs.field(default=DEFAULT_INTERVAL, validator=positive)
+    #: Unanswered resends after the first PING before the server is dead.
     retries: int = attrs.field(default=DEFAULT_RETRIES, validator=_non_negative_int)
+    #: Seconds between resends (never less than the server's ``min_interval``).
     retry_interval: float = attrs.field(
         default=DEFAULT_RETRY_INTERVAL, validator=positive
     )
     #: Each idle wait is drawn from interval x [1 - jitter, 1 + jitter], so clients
     #: that reconnected together drift apart instead of pinging in lockstep.
     jitter: float = attrs.field(default=0.0, validator=_jitter)
+    #: Seconds the server has to answer the client's HELLO.
     handshake_timeout: float = attrs.field(
         default=DEFAULT_HANDSHAKE_TIMEOUT, validator=positive
     )
+    #: The largest frame payload accepted from the server, bytes.
     max_frame_size: int = attrs.field(
         default=DEFAULT_MAX_FRAME_SIZE, validator=_frame_size
     )
+    #: Seconds closing may take: sending CLOSE, then waiting for the server's.
     close_timeout: float = attrs.field(
         default=DEFAULT_CLOSE_TIMEOUT, validator=positive
     )
@@ -212,6 +224,7 @@ class ClientConfig:
     detector: Literal["fixed", "phi"] = attrs.field(
         default="fixed", validator=attrs.validators.in_(DETECTORS)
     )
+    #: With ``detector="phi"``: the suspicion level of a verdict.
     phi_threshold: float = attrs.field(
         default=DEFAULT_PHI_THRESHOLD, validator=positive
     )
@@ -241,14 +254,22 @@ class ServerConfig:
     [``min_interval``, ``timeout`` / 2].
     """
 
+    #: Seconds without receiving anything (of the server's awake time) after
+    #: which a client is kicked with CLOSE(1).
     timeout: float = attrs.field(default=DEFAULT_TIMEOUT, validator=positive)
+    #: Seconds a client has to complete its HELLO (an absolute deadline:
+    #: trickled bytes do not extend it); CLOSE(7) after it.
     handshake_timeout: float = attrs.field(
         default=DEFAULT_HANDSHAKE_TIMEOUT, validator=positive
     )
+    #: The shortest interval granted, and the closest spacing of PINGs accepted.
     min_interval: float = attrs.field(default=DEFAULT_MIN_INTERVAL, validator=positive)
+    #: The largest frame payload accepted from a client, bytes (CLOSE(3) past
+    #: it, decided from the frame's header alone).
     max_frame_size: int = attrs.field(
         default=DEFAULT_MAX_FRAME_SIZE, validator=_frame_size
     )
+    #: Connections served at once; the next gets CLOSE(6) (``None``: no limit).
     max_connections: int | None = attrs.field(
         default=None, validator=_optional_positive_int
     )
@@ -260,6 +281,8 @@ class ServerConfig:
     #: compared in constant time; a wrong or missing one gets CLOSE(7). Kept
     #: out of repr() so that it never reaches a log.
     token: str | None = attrs.field(default=None, repr=False)
+    #: Seconds closing may take: sending CLOSE, then waiting for the client's
+    #: answer (its CLOSE, or the end of its stream).
     close_timeout: float = attrs.field(
         default=DEFAULT_CLOSE_TIMEOUT, validator=positive
     )
@@ -292,6 +315,7 @@ class ServerConfig:
     detector: Literal["fixed", "phi"] = attrs.field(
         default="fixed", validator=attrs.validators.in_(DETECTORS)
     )
+    #: With ``detector="phi"``: the suspicion level of a verdict.
     phi_threshold: float = attrs.field(
         default=DEFAULT_PHI_THRESHOLD, validator=positive
     )
@@ -385,7 +409,7 @@ def negotiate(request: Mapping[str, Any], config: ServerConfig) -> Negotiated:
     """Apply the server's rule to a client's HELLO fields.
 
     The requested ``interval`` is clamped into [``min_interval``, ``timeout`` / 2]:
-    never faster than the server allows, and slow enough that a client on
+    never faster than the server allows, and frequent enough that a client on
     schedule PINGs at least twice per server timeout. A missing interval gets
     ``timeout`` / 2. Raises :class:`HandshakeError` for a version other than 1 or
     an interval that is not a positive number.

@@ -43,6 +43,7 @@ from ._session import (
     Session,
     SessionState,
 )
+from ._trace import TracingTransport, tracing
 from ._transport import (
     Transport,
     TransportBroken,
@@ -244,6 +245,8 @@ class HeartbeatConnection:
         self.on_pong = on_pong
         #: The peer's address for logs (``host:port``, or the stream's type).
         self.peer = describe_peer(stream)
+        if tracing():
+            self._transport = TracingTransport(self._transport, self.peer)
         #: What the server's ``authenticate`` hook returned for this client
         #: (``None`` without one).
         self.identity: Any = None

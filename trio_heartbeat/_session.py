@@ -124,8 +124,16 @@ class ConnectionClosed(Exception):
         except ValueError:
             name = "UNKNOWN"
         code = "no CLOSE frame" if name is None else f"CLOSE {self.code} {name}"
+        if self.disconnect_reason not in _SAYS_WHO:
+            code += f", by {side}"
         text = f": {self.reason}" if self.reason else ""
-        return f"{self.disconnect_reason.value} ({code}, by {side}){text}"
+        return f"{self.disconnect_reason.value} ({code}){text}"
+
+
+# Reasons whose own words say which side ended the connection.
+_SAYS_WHO: Final = frozenset(
+    {DisconnectReason.CLOSED_BY_PEER, DisconnectReason.CLOSED_LOCALLY}
+)
 
 
 class HeartbeatTimeout(ConnectionClosed):
@@ -615,6 +623,10 @@ class Session:
                 self.state is SessionState.PEER_CLOSED
             ):
                 break  # nothing valid follows the peer's CLOSE
+            if state is SessionState.HANDSHAKE:
+                # A client stops at the server's HELLO: what the server sent
+                # right behind it is the reader's to deliver, once it runs.
+                break
         if pongs is None:  # the usual case, inline: PINGs without payloads
             if empty_pongs:
                 events.append(
