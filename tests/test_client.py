@@ -80,13 +80,14 @@ class ScriptedServer:
 
 
 async def start_scripted(
-    nursery: trio.Nursery, **kwargs: Any
+    nursery: trio.Nursery, *, hello: dict[str, Any] | None = None, **kwargs: Any
 ) -> tuple[trio.abc.Stream, ScriptedServer]:
+    """A scripted server; ``hello``: fields of its HELLO answer to override."""
     client_stream, server_stream = trio.testing.memory_stream_pair()
     script = ScriptedServer(RawPeer(server_stream), **kwargs)
 
     async def serve() -> None:
-        await accept_hello(script.peer)
+        await accept_hello(script.peer, **(hello or {}))
         await script.run()
 
     nursery.start_soon(serve)
@@ -125,6 +126,25 @@ async def test_ping_schedule_on_an_idle_link(autojump_clock: Any) -> None:
             await trio.sleep(101)
             assert conn.stats.pings_sent == 4
         assert [t - start for t in script.times(Ping)] == [25, 50, 75, 100]
+
+
+@pytest.mark.parametrize("delay", [0, 3])
+async def test_answered_pings_keep_the_interval_shorter_than_the_retry_interval(
+    autojump_clock: Any, delay: float
+) -> None:
+    # interval 2, retry_interval 5: an answer starts the next idle period, whose
+    # PING is due 2 s after the last send, before the next attempt would wake
+    # the loop. A late answer (3 s) is seen within one interval of arriving.
+    config = ClientConfig(interval=2, retry_interval=5, retries=1)
+    async with trio.open_nursery() as nursery:
+        stream, script = await start_scripted(
+            nursery, delay=delay, hello={"interval": 2.0}
+        )
+        start = trio.current_time()
+        async with connect_stream(stream, config=config):
+            await trio.sleep(10.5)
+    expected = [2, 4, 6, 8, 10] if delay == 0 else [2, 6, 10]
+    assert [t - start for t in script.times(Ping)] == expected
 
 
 async def test_no_ping_while_traffic_flows_both_ways(autojump_clock: Any) -> None:

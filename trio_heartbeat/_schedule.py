@@ -57,6 +57,7 @@ class RetrySchedule:
     __slots__ = (
         "_attempt",
         "_idle_wait",
+        "_polled",
         "_probe_start",
         "_resend_now",
         "detector",
@@ -88,6 +89,7 @@ class RetrySchedule:
         self._attempt = 0
         self._resend_now = False
         self._idle_wait = self._draw_wait()
+        self._polled = -math.inf
         #: φ over round trips (None: the fixed rule alone).
         self.detector = detector
 
@@ -124,6 +126,7 @@ class RetrySchedule:
 
     def poll(self, now: float, last_sent: float, last_received: float) -> Action:
         """What to do at ``now``."""
+        self._polled = now
         start = self._probe_start
         if start is not None:
             if last_received >= start:
@@ -156,7 +159,13 @@ class RetrySchedule:
             if self._resend_now:
                 return -math.inf
             attempt_due = start + (self._attempt + 1) * self.retry_interval
-            return min(attempt_due, self._phi_verdict(start))
+            wake = min(attempt_due, self._phi_verdict(start))
+            if self._idle_wait < self.retry_interval:
+                # An answer starts a new idle period, whose PING may be due
+                # before the next attempt: look again every idle wait.
+                periods = math.floor((self._polled - start) / self._idle_wait) + 1
+                wake = min(wake, start + periods * self._idle_wait)
+            return wake
         due = min(last_sent, last_received) + self._idle_wait
         return due if math.isfinite(due) else -math.inf
 
