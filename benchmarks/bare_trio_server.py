@@ -1,14 +1,18 @@
 """The floor: a bare Trio server of the same protocol, for comparison.
 
-Run: python benchmarks/bare_trio_server.py [PORT]   (prints "listening on HOST:PORT")
+Run: python benchmarks/bare_trio_server.py [PORT] [--freeze-gc]
+(prints "listening on HOST:PORT")
 
 One task per connection, the peer deadline pushed on every read, HELLO answered
 with fixed values, PINGs answered with PONGs, DATA echoed upper-cased. No
 framework: whatever trio_heartbeat costs beyond this is its own overhead.
+``--freeze-gc`` freezes the startup's objects out of the garbage collector once
+it listens, as ``python -m trio_heartbeat serve`` does.
 """
 
 from __future__ import annotations
 
+import gc
 import sys
 from functools import partial
 
@@ -41,14 +45,18 @@ async def handle(stream: trio.SocketStream) -> None:
     await stream.aclose()
 
 
-async def main(port: int) -> None:
+async def main(port: int, freeze_gc: bool) -> None:
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(
             partial(trio.serve_tcp, handle, port, host="127.0.0.1")
         )
+        if freeze_gc:
+            gc.collect()
+            gc.freeze()
         address = listeners[0].socket.getsockname()
         print(f"listening on {address[0]}:{address[1]}", flush=True)
 
 
 if __name__ == "__main__":
-    trio.run(main, int(sys.argv[1]) if len(sys.argv) > 1 else 5005)
+    arguments = [a for a in sys.argv[1:] if a != "--freeze-gc"]
+    trio.run(main, int(arguments[0]) if arguments else 5005, "--freeze-gc" in sys.argv)

@@ -9,6 +9,7 @@ frames, as a busy socket read delivers them, and one byte at a time).
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
 
@@ -52,6 +53,8 @@ def decode_rate(wire: bytes, n: int, chunk: int) -> Callable[[], int]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.parse_args()
     ping, data100, data64k = Ping(), Data(b"x" * 100), Data(b"x" * 65536)
     rows: list[tuple[str, str]] = []
 

@@ -8,11 +8,16 @@ server CPU is utime + stime, both read from /proc/<pid>. The servers:
 
 * ``trio_heartbeat``: ``python -m trio_heartbeat serve --port 0``;
 * ``bare-trio``: benchmarks/bare_trio_server.py, the floor of what Trio can do
-  for the same protocol;
+  for the same protocol; ``bare-trio-frozen`` is the same with its startup
+  objects frozen out of the garbage collector (``gc.freeze()``), as ``serve``
+  does;
 * ``websockets-asyncio`` / ``websockets-trio``: benchmarks/websockets_server.py,
   heartbeats being WebSocket PINGs (needs ``pip install websockets``);
-* ``seed-c``: the seed document's C++ epoll server from ../shared/reference,
-  built with g++, heartbeats being its ``HeartBeat`` / ``OK``;
+* ``legacy-c``: the classic C++ epoll heartbeat server that ``--protocol
+  legacy`` talks to, built with g++ from its sources (not shipped with the
+  project; the directory is ``THB_LEGACY_SOURCES``, by default
+  ``../shared/reference`` beside the checkout), heartbeats being its
+  ``HeartBeat`` / ``OK``;
 * ``trio_heartbeat-2-workers``: ``serve --workers 2``, not pinned.
 
 The max-rate phase is driven by benchmarks/loadgen.c (compiled with cc on the
@@ -45,7 +50,11 @@ from trio_heartbeat import FrameDecoder, Hello, encode
 HELLO = encode(Hello({"version": 1, "interval": 3600}))
 PING = b"\x03\x00"
 BENCHMARKS = Path(__file__).resolve().parent
-REFERENCE = BENCHMARKS.parent.parent / "shared" / "reference"
+REFERENCE = Path(
+    os.environ.get(
+        "THB_LEGACY_SOURCES", BENCHMARKS.parent.parent / "shared" / "reference"
+    )
+)
 WS_UPGRADE = (
     b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
     b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -130,7 +139,7 @@ PROTOCOLS = {
     ),
     # The C server reads heartbeats with strcmp and edge-triggered epoll: one
     # at a time, or it stalls.
-    "seed": Protocol("seed", b"HeartBeat", 9, pipeline=1, handshake="none"),
+    "legacy": Protocol("legacy", b"HeartBeat", 9, pipeline=1, handshake="none"),
 }
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -202,11 +211,11 @@ def free_port() -> int:
         return port
 
 
-def build_seed_server(port: int) -> list[str]:
-    """Compile the seed's C++ server for ``port`` (its port is a macro)."""
+def build_legacy_server(port: int) -> list[str]:
+    """Compile the classic C++ server for ``port`` (its port is a macro)."""
     import tempfile
 
-    out = Path(tempfile.mkdtemp(prefix="seed-server-")) / "seed_server"
+    out = Path(tempfile.mkdtemp(prefix="legacy-server-")) / "seed_server"
     subprocess.run(
         ["g++", "-O2", "-pthread", f"-DSER_PORT={port}", "-DSERVER_TIMEOUT=3600",
          "-o", str(out), str(REFERENCE / "seed_server.cpp")],
@@ -218,7 +227,7 @@ def build_seed_server(port: int) -> list[str]:
 PROTOCOL_OF = {
     "websockets-asyncio": "websocket",
     "websockets-trio": "websocket",
-    "seed-c": "seed",
+    "legacy-c": "legacy",
 }
 SERVERS = {
     # --min-interval 1e-6: the load generator PINGs far faster than any real
@@ -228,11 +237,14 @@ SERVERS = {
                        "--log-level", "WARNING"],
     "bare-trio": [sys.executable, str(Path(__file__).with_name("bare_trio_server.py")),
                   "0"],
+    "bare-trio-frozen": [sys.executable,
+                         str(Path(__file__).with_name("bare_trio_server.py")),
+                         "0", "--freeze-gc"],
     "websockets-asyncio": [sys.executable, str(BENCHMARKS / "websockets_server.py"),
                            "asyncio", "0"],
     "websockets-trio": [sys.executable, str(BENCHMARKS / "websockets_server.py"),
                         "trio", "0"],
-    "seed-c": [],  # built per run: its port is a compile-time macro
+    "legacy-c": [],  # built per run: its port is a compile-time macro
     # Not pinned: its workers are meant to use both cores (and so compete with
     # the load generator on a 2-core machine).
     "trio_heartbeat-2-workers": [sys.executable, "-m", "trio_heartbeat", "serve",
@@ -243,10 +255,10 @@ UNPINNED = {"trio_heartbeat-2-workers"}
 
 
 def start_server(cmd: list[str], pinned: bool) -> tuple[subprocess.Popen[bytes], int]:
-    if not cmd:  # the seed's C server: a fixed port, and it prints per message
+    if not cmd:  # the C server: a fixed port, and it prints per message
         port = free_port()
         process = subprocess.Popen(
-            build_seed_server(port),
+            build_legacy_server(port),
             stdout=subprocess.DEVNULL,
             preexec_fn=(lambda: pin(0)) if pinned else unpin,
         )
@@ -391,6 +403,7 @@ async def measure(args: argparse.Namespace, name: str) -> dict[str, object]:
         results["latency_p99_ms"] = round(
             latencies[int(len(latencies) * 0.99)] * 1e3, 3
         )
+        results["latency_max_ms"] = round(latencies[-1] * 1e3, 3)
 
         if args.loadgen is not None:
             rate = await driver.max_rate_c(args.max_seconds, args.loadgen)
@@ -459,6 +472,10 @@ def main() -> None:
         ]  # fmt: skip
         if "trio_heartbeat-baseline" not in args.servers:
             args.servers.append("trio_heartbeat-baseline")
+    if "legacy-c" in args.servers and not (REFERENCE / "seed_server.cpp").exists():
+        print(f"skipping legacy-c: no seed_server.cpp in {REFERENCE} "
+              "(set THB_LEGACY_SOURCES)", file=sys.stderr)  # fmt: skip
+        args.servers.remove("legacy-c")
     needed = 2 * max(args.connections) + 200
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < needed:
@@ -504,7 +521,7 @@ def ratios_of(runs: list[dict[str, Any]]) -> list[str]:
     if ours is None:
         return lines
     others = ("trio_heartbeat-baseline", "bare-trio", "websockets-trio",
-              "websockets-asyncio", "seed-c")  # fmt: skip
+              "websockets-asyncio", "legacy-c")  # fmt: skip
     for other in others:
         if other not in by:
             continue
@@ -533,6 +550,7 @@ COLUMNS: list[tuple[str, Callable[[Run], Any]]] = [
     ("idle CPU %", lambda r: next(v for k, v in r.items() if k.startswith("idle_"))),
     ("CPU µs/heartbeat", lambda r: r["cpu_us_per_heartbeat"]),
     ("p99 ms at 2k/s", lambda r: r["latency_p99_ms"]),
+    ("max ms at 2k/s", lambda r: r.get("latency_max_ms", "")),
     ("max heartbeats/s", lambda r: r["max_heartbeats_per_s"]),
 ]
 

@@ -151,14 +151,14 @@ async def record() -> tuple[list[Event], dict[str, float]]:
 def render(events: list[Event], marks: dict[str, float]) -> str:
     end = max([e.time for e in events] + list(marks.values())) + 3
     width, left, right = 900, 90, 30
-    y_client, y_server, height = 70, 200, 290
+    y_client, y_server, height = 100, 230, 350
 
     def x(t: float) -> float:
         return left + (width - left - right) * t / end
 
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        f'font-family="sans-serif" font-size="11">',
+        f'font-family="sans-serif" font-size="15">',
         '<rect width="100%" height="100%" fill="white"/>',
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" '
         'markerWidth="6" markerHeight="6" orient="auto-start-reverse">'
@@ -193,9 +193,9 @@ def render(events: list[Event], marks: dict[str, float]) -> str:
         slot = stagger.get((event.time, event.sender), 0)
         stagger[(event.time, event.sender)] = slot + 1
         text_y = (
-            (y_client - 10 - 12 * slot)
+            (y_client - 10 - 16 * slot)
             if event.sender == "client"
-            else (y_server + 18 + 12 * slot)
+            else (y_server + 20 + 16 * slot)
         )
         if event.delivered:
             out.append(
@@ -220,7 +220,7 @@ def render(events: list[Event], marks: dict[str, float]) -> str:
         out.append(
             f'<line x1="{x(t):.1f}" y1="{y_client - 45}" x2="{x(t):.1f}" '
             f'y2="{y_server + 25}" stroke="#cf222e" stroke-dasharray="5,3"/>'
-            f'<text x="{x(t) + dx:.1f}" y="{18 + 13 * index}" fill="#cf222e" '
+            f'<text x="{x(t) + dx:.1f}" y="{18 + 17 * index}" fill="#cf222e" '
             f'text-anchor="{anchor}">{escape(name)} ({t:g} s)</text>'
         )
     # Idle gaps: time from the client's last send to the PING it caused.
@@ -235,12 +235,14 @@ def render(events: list[Event], marks: dict[str, float]) -> str:
             )
     legend = (
         f"client: PING after {CLIENT.interval:g} s idle, resend every "
-        f"{CLIENT.retry_interval:g} s, dead after {CLIENT.retries + 1} unanswered; "
-        f"server: kick after {SERVER.timeout:g} s without receiving anything"
+        f"{CLIENT.retry_interval:g} s, dead after {CLIENT.retries + 1} unanswered",
+        f"server: kick after {SERVER.timeout:g} s without receiving anything",
     )
-    out.append(
-        f'<text x="{left}" y="{height - 12}" fill="#555">{escape(legend)}</text>'
-    )
+    for line, text in enumerate(legend):
+        out.append(
+            f'<text x="{left}" y="{height - 30 + 18 * line}" fill="#555">'
+            f"{escape(text)}</text>"
+        )
     out.append("</svg>")
     return "\n".join(out) + "\n"
 

@@ -5,29 +5,37 @@ Every socket binds port 0 on 127.0.0.1 and every wait is bounded by fail_after.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
-from trio_heartbeat import Close, Data, Hello, Ping, Pong
+from trio_heartbeat import Close, Data, Hello, Ping, Pong, ServerConfig
 from trio_heartbeat._cli import main
 from trio_heartbeat._cli._connect import connect_main
-from trio_heartbeat._cli._options import build_parser, client_config, client_tls
+from trio_heartbeat._cli._options import (
+    build_parser,
+    client_config,
+    client_tls,
+    learner_from,
+)
 
-from .helpers import RawPeer, listening_port
+from .helpers import RawPeer, echo_upper, listening_port, tcp_server
 
 PYTHON = sys.executable
 
@@ -51,6 +59,21 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["connect", "--max-backoff", "0"]) == 2
     assert "--max-backoff must be a positive number, not 0.0" in capsys.readouterr().err
     assert main([]) == 2
+    capsys.readouterr()
+    for argv, message in [
+        (["--max-interval", "30"], "--max-interval needs --adaptive"),
+        (["--interval-cache", "c.json"], "--interval-cache needs --adaptive"),
+        (
+            ["--adaptive", "--interval", "10", "--max-interval", "5"],
+            "--max-interval (5 s) is below --interval (10 s)",
+        ),
+        (
+            ["--adaptive", "--protocol", "legacy"],
+            "--adaptive needs the framed protocol, not --protocol legacy",
+        ),
+    ]:
+        assert main(["connect", *argv]) == 2
+        assert capsys.readouterr().err.endswith(f"connect: error: {message}\n")
 
 
 def test_help_lists_the_contract_flags(capsys: pytest.CaptureFixture[str]) -> None:
@@ -219,10 +242,51 @@ async def connect_in_process(stdin: Stdin, *argv: str) -> int:
     args = build_parser().parse_args(["connect", *argv])
     try:
         return await connect_main(
-            args, client_config(args), client_tls(args), stdin.read_chunk
+            args,
+            client_config(args),
+            client_tls(args),
+            stdin.read_chunk,
+            learner_from(args, network=""),
         )
     finally:
         stdin.feed(b"")  # release a reader thread still waiting for stdin
+
+
+async def test_connect_adaptive_learns_up_to_the_cap_and_keeps_it(
+    tcp_clock: Any, tmp_path: Path
+) -> None:
+    """--adaptive from 1 s, at most 4 s, steps of 50 %, 3 idle periods each:
+    1, 1.5, 2.25, 3.375 and 4 s; the last PING at 4 s is answered at 36.4 s,
+    noticed when the next is due (40.4 s). The cache keeps 4 s, settled, for
+    the network named; the next run starts there."""
+    cache = tmp_path / "intervals.json"
+    argv = ("--interval", "1", "--adaptive", "--max-interval", "4",
+            "--interval-cache", str(cache), "--network", "lab")  # fmt: skip
+    saved_first = b""
+    async with tcp_server(echo_upper, config=ServerConfig(timeout=60)) as port:
+        for run in range(2):
+            stdin = Stdin()
+            async with trio.open_nursery() as nursery:
+
+                async def end_stdin_later() -> None:
+                    await trio.sleep(45)
+                    stdin.feed(b"")
+
+                nursery.start_soon(end_stdin_later)
+                with trio.fail_after(60):
+                    code = await connect_in_process(stdin, "--port", str(port), *argv)
+            assert code == 0
+            saved = json.loads(cache.read_text())
+            assert list(saved) == ["lab"]
+            assert (saved["lab"]["interval"], saved["lab"]["phase"]) == (
+                4.0,
+                "settled",
+            )
+            if run == 0:
+                saved_first = cache.read_bytes()
+            else:
+                # Started at 4 s, settled: nothing relearned, nothing rewritten.
+                assert cache.read_bytes() == saved_first
 
 
 async def test_connect_refused_exits_1(
@@ -401,3 +465,17 @@ async def test_sigusr1_logs_a_status_line() -> None:
             assert float(fields["stalled_s"]) == 0.0
             server.terminate()
             assert await server.wait() == 0
+
+
+def test_protocol_seed_is_a_deprecated_name_of_legacy(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = main(["connect", "--protocol", "seed", "--port", str(port)],
+                read_chunk=lambda: b"")  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "--protocol seed is deprecated; it is now called --protocol legacy" in err
+    assert "connection failed: " in err

@@ -95,4 +95,38 @@ def test_benchmark_table_and_chart_match_the_recorded_results() -> None:
     assert (DOCS / "_static" / "benchmarks.svg").read_text() == bench.svg_chart(runs)
     assert recorded["ratios"] == bench.ratios_of(runs)
     names = {run["server"] for run in runs}
-    assert {"trio_heartbeat", "bare-trio", "seed-c"} <= names
+    assert {"trio_heartbeat", "bare-trio", "bare-trio-frozen", "legacy-c"} <= names
+
+
+def _rst_pages() -> dict[str, str]:
+    return {path.name: path.read_text() for path in sorted(DOCS.glob("*.rst"))}
+
+
+def test_code_in_the_docs_comes_from_files_the_suite_runs() -> None:
+    # Code a reader copies is either a whole file under docs/examples (run by
+    # the suite: tests/test_docs_examples.py, or a shell session that runs it)
+    # or a console session (tests/test_sessions.py). Literal blocks (::) are
+    # for diagrams and formats, never for code.
+    sessions = "\n".join(_rst_pages().values())
+    tested = (DOCS.parent / "tests" / "test_docs_examples.py").read_text()
+    for name, text in _rst_pages().items():
+        assert not re.search(r"code-block:: (python|sh|bash|shell)", text), name
+        for block in re.findall(r"::\n\n((?:[ ]{3,}.*\n|\n)+)", text):
+            assert not re.search(r"^\s*(\$ |import |async def |python )", block, re.M), (
+                f"{name}: code in a literal block:\n{block}"
+            )
+        for include, options in re.findall(
+            r"^\.\. literalinclude:: (\S+)\n((?:[ ]+:.*\n)*)", text, flags=re.M
+        ):
+            assert include.startswith("examples/"), f"{name}: {include}"
+            assert not re.search(r":(start-at|end-before|lines|pyobject):", options), (
+                f"{name}: {include} must be included whole"
+            )
+            file = include.removeprefix("examples/")
+            assert f":download:`{file} <{include}>`" in text or (
+                re.search(rf":download:`{re.escape(file)}\s+<{include}>`", text)
+            ), f"{name}: no download link for {include}"
+            assert (DOCS / include).exists(), include
+            if file.endswith(".py") and not file.startswith("test_"):
+                runs = f"python {file}" in sessions or f'load("{file[:-3]}")' in tested
+                assert runs, f"{include} is shown but the suite never runs it"

@@ -1,15 +1,19 @@
-"""Run the tutorials' files, so the docs cannot rot (tutorial 4 is itself a test)."""
+"""Run the docs' example files in virtual time, so the docs cannot rot.
+
+Tutorial 4 is itself a test; the tutorials' other programs run as the pages
+show them, in real processes (tests/test_sessions.py). Here: the chat server's
+presence through a kick, and the gateway and device through a restart, which
+a terminal session cannot show in seconds.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import sys
-from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pytest
 import trio
 
 import trio_heartbeat
@@ -28,16 +32,6 @@ def load(name: str) -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-async def test_tutorial_1_server_and_client(capsys: pytest.CaptureFixture[str]) -> None:
-    server, client = load("first_server"), load("first_client")
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(partial(server.main, 0))
-            await client.main(listeners[0].socket.getsockname()[1])
-            nursery.cancel_scope.cancel()
-    assert capsys.readouterr().out == "server says ping every 25.0 s\nHELLO\n"
 
 
 async def test_tutorial_2_presence_and_cleanup(autojump_clock: Any) -> None:
@@ -69,49 +63,6 @@ async def test_tutorial_2_presence_and_cleanup(autojump_clock: Any) -> None:
         )
         assert set(server.online) == {"alice"}
         nursery.cancel_scope.cancel()
-
-
-async def test_tutorial_3_reconnecting_client(autojump_clock: Any) -> None:
-    client = load("resilient_client")
-    listener = MemoryListener()
-    connects = 0
-
-    async def handler(conn: trio_heartbeat.HeartbeatConnection) -> None:
-        await conn.send(b"welcome")
-        await trio.sleep(25)  # long enough for a couple of heartbeats
-        # then the handler returns: the server closes, the client reconnects
-
-    async def flaky_open() -> trio.abc.Stream:
-        nonlocal connects
-        connects += 1
-        if connects == 2:
-            raise OSError(101, "Network is unreachable")
-        return await listener.connect()
-
-    async with trio.open_nursery() as nursery:
-        await nursery.start(
-            partial(
-                trio_heartbeat.serve_listeners,
-                handler,
-                [listener],
-                pong_payload=lambda conn, ping: b"3",
-            )
-        )
-        events = await client.main(flaky_open, connections=2)
-        nursery.cancel_scope.cancel()
-    assert events == [
-        "connected (#1)",
-        "got welcome",
-        "unread: 3",
-        "unread: 3",
-        "ended: None",
-        "failed: [Errno 101] Network is unreachable",
-        "connected (#2)",
-        "got welcome",
-        "unread: 3",
-        "unread: 3",
-        "ended: None",
-    ]
 
 
 class WatchedLog(list[str]):

@@ -1,4 +1,7 @@
-"""Interoperation with the seed document's C server and client (../shared/reference).
+"""Interoperation with the classic C heartbeat server and client (--protocol legacy).
+
+Their sources are not part of the project: the directory is THB_LEGACY_SOURCES,
+by default ../shared/reference beside the checkout; without them these skip.
 
 The tests build the C programs with g++ into a temporary folder, with short
 timings and a port chosen at run time (their port is a compile-time macro).
@@ -7,6 +10,7 @@ They skip, saying why, where the sources or g++ are missing.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -24,13 +28,18 @@ import trio
 from trio_heartbeat import DisconnectReason, ServerConfig
 from trio_heartbeat._legacy import serve_legacy_tcp
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE = Path(
+    os.environ.get(
+        "THB_LEGACY_SOURCES",
+        Path(__file__).resolve().parents[2] / "shared" / "reference",
+    )
+)
 GXX = shutil.which("g++")
 
 pytestmark = [
     pytest.mark.skipif(
         not (REFERENCE / "seed_server.cpp").exists(),
-        reason=f"the seed C sources are not at {REFERENCE}",
+        reason=f"the classic C programs' sources are not at {REFERENCE}",
     ),
     pytest.mark.skipif(GXX is None, reason="g++ is not installed"),
 ]
@@ -167,7 +176,7 @@ async def test_our_client_against_c_server(tmp_path: Path) -> None:
             partial(
                 trio.run_process,
                 [sys.executable, "-m", "trio_heartbeat", "connect",
-                 "--protocol", "seed", "--port", str(port),
+                 "--protocol", "legacy", "--port", str(port),
                  "--interval", str(interval), "--retries", str(retries),
                  "--retry-interval", str(retry_interval),
                  "--log-level", "DEBUG"],

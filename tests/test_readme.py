@@ -23,3 +23,12 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
     test_command = next(c for c in _commands() if "'.[test]'" in c)
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert test_command in ci_lines
+
+
+def test_readme_python_is_the_tested_example_file() -> None:
+    # Markdown cannot include a file: the README's only Python block is a
+    # verbatim copy of docs/examples/hello.py, which its shell session runs.
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    example = (ROOT / "docs" / "examples" / "hello.py").read_text()
+    assert blocks == [example]

@@ -8,6 +8,12 @@ from __future__ import annotations
 import contextlib as _contextlib
 import logging as _logging
 
+from ._adaptive import IntervalChange as IntervalChange
+from ._adaptive import IntervalLearner as IntervalLearner
+from ._adaptive import IntervalStore as IntervalStore
+from ._adaptive import JsonIntervalStore as JsonIntervalStore
+from ._adaptive import LearnerPhase as LearnerPhase
+from ._adaptive import MemoryIntervalStore as MemoryIntervalStore
 from ._backoff import Backoff as Backoff
 from ._client import ConnectionAttempt as ConnectionAttempt
 from ._client import OnPong as OnPong
@@ -116,12 +122,18 @@ __all__ = [
     "Hello",
     "HelloReceived",
     "IdleWatchdog",
+    "IntervalChange",
+    "IntervalLearner",
+    "IntervalStore",
     "InvalidCloseError",
     "InvalidHelloError",
+    "JsonIntervalStore",
     "KeepaliveConfig",
+    "LearnerPhase",
     "LegacyConnection",
     "LegacyHeartbeatTimeout",
     "LocalProtocolError",
+    "MemoryIntervalStore",
     "MessageHandler",
     "Negotiated",
     "OnPong",

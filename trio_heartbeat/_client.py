@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 import trio
 
+from ._adaptive import IntervalChange, IntervalLearner
 from ._backoff import Backoff
 from ._config import ClientConfig, Negotiated
 from ._connection import HeartbeatConnection
@@ -79,13 +80,18 @@ def is_permanent(failure: BaseException) -> bool:
     return False
 
 
-def _hello_fields(config: ClientConfig) -> dict[str, Any]:
-    fields: dict[str, Any] = {
-        "version": PROTOCOL_VERSION,
-        "interval": config.interval,
-        "retry_interval": config.retry_interval,
-        "retries": config.retries,
-    }
+def _hello_fields(
+    config: ClientConfig, learner: IntervalLearner | None = None
+) -> dict[str, Any]:
+    fields: dict[str, Any] = {"version": PROTOCOL_VERSION}
+    if learner is None:
+        fields["interval"] = config.interval
+    elif math.isfinite(learner.maximum):
+        # An adaptive client asks for the longest interval it may try; the
+        # server grants at most timeout / 2 (asking nothing gets exactly that).
+        fields["interval"] = learner.maximum
+    fields["retry_interval"] = config.retry_interval
+    fields["retries"] = config.retries
     if config.client_id is not None:
         fields["client_id"] = config.client_id
     if config.token is not None:
@@ -104,7 +110,39 @@ def _new_connection(
     )
 
 
-async def _handshake(conn: HeartbeatConnection, config: ClientConfig) -> Negotiated:
+def adaptive_learner(
+    adaptive: bool | IntervalLearner, config: ClientConfig
+) -> IntervalLearner | None:
+    """The learner for ``adaptive=``: ``True`` starts at ``config.interval``
+    with no maximum but the server's."""
+    if adaptive is True:
+        return IntervalLearner(config.interval, tolerance=config.jitter)
+    if adaptive is False:
+        return None
+    return adaptive
+
+
+async def _load_learned(learner: IntervalLearner | None) -> None:
+    """Read what the learner's store kept for its network, once."""
+    if learner is None or learner.loaded or learner.store is None:
+        return
+    learner.loaded = True
+    state = await learner.store.load(learner.key)
+    if state is not None:
+        change = learner.restore(state)
+        if change is not None:
+            logger.info(
+                "heartbeat interval for network %r: %g s, as learned before",
+                learner.key,
+                change.new,
+            )
+
+
+async def _handshake(
+    conn: HeartbeatConnection,
+    config: ClientConfig,
+    learner: IntervalLearner | None = None,
+) -> Negotiated:
     """Send HELLO, adopt the server's answer; on failure, end the connection
     (CLOSE 7 where it is ours to send) and raise :class:`ConnectionClosed`.
 
@@ -113,7 +151,17 @@ async def _handshake(conn: HeartbeatConnection, config: ClientConfig) -> Negotia
     """
     try:
         with trio.move_on_after(config.handshake_timeout):
-            negotiated = await conn.handshake(_hello_fields(config))
+            negotiated = await conn.handshake(_hello_fields(config, learner))
+            if learner is None and negotiated.interval != config.interval:
+                # The server clamps the wish into [min_interval, timeout / 2].
+                logger.warning(
+                    "%s grants a heartbeat interval of %g s, not the %g s asked "
+                    "(its timeout: %g s)",
+                    conn.peer,
+                    negotiated.interval,
+                    config.interval,
+                    negotiated.timeout,
+                )
             apply_keepalive(
                 conn.stream, config.keepalive, negotiated.detection_bound(config)
             )
@@ -137,14 +185,64 @@ async def _handshake(conn: HeartbeatConnection, config: ClientConfig) -> Negotia
     raise conn.session.error() from cause
 
 
+@attrs.define
+class _Probe:
+    """An adaptive client's probe under way: the evidence about the path."""
+
+    learner: IntervalLearner
+    #: The idle period the unanswered PING ended, else None.
+    idle: float | None = None
+    #: When that PING was sent.
+    sent: float = -math.inf
+
+    async def connection_ended(self, conn: HeartbeatConnection) -> None:
+        """Lost while the PING waited for its answer: that idle period killed
+        the link."""
+        if (
+            self.idle is not None
+            and conn.last_received < self.sent
+            and conn.disconnect_reason is DisconnectReason.CONNECTION_LOST
+        ):
+            change = self.learner.failed(self.idle)
+            self.idle = None
+            await _apply_change(self.learner, change, None, conn)
+
+
+async def _apply_change(
+    learner: IntervalLearner,
+    change: IntervalChange | None,
+    use: Callable[[float], None] | None,
+    conn: HeartbeatConnection,
+) -> None:
+    """Use the learner's new interval, log it, keep it in its store."""
+    if change is None:
+        return
+    if use is not None:
+        use(change.new)
+    logger.info(
+        "%s: heartbeat interval %g s -> %g s (%s)",
+        conn.peer,
+        change.old,
+        change.new,
+        change.reason,
+    )
+    if learner.store is not None:
+        await learner.store.save(learner.key, learner.state())
+
+
 async def _heartbeat_loop(
     conn: HeartbeatConnection,
     config: ClientConfig,
     negotiated: Negotiated,
     ping_payload: PingPayload | None,
     rng: random.Random,
+    probe: _Probe | None = None,
 ) -> None:
-    """Run the retry rule until the connection ends or the server is dead."""
+    """Run the retry rule until the connection ends or the server is dead.
+
+    With a learner, each idle period that ends in an answer, or in a dead
+    link, is reported to it, and its interval is used from then on.
+    """
     # Never PING closer together than the server allows.
     retry_interval = max(config.retry_interval, negotiated.min_interval)
     if config.detector == "phi":
@@ -166,6 +264,10 @@ async def _heartbeat_loop(
         rng=rng,
         detector=conn.session.detector,
     )
+    learner = None if probe is None else probe.learner
+    if learner is not None:
+        schedule.jitter_below = True
+        schedule.set_interval(learner.interval)
     wake = math.inf
     try:
         while True:
@@ -182,7 +284,25 @@ async def _heartbeat_loop(
                 await trio.lowlevel.checkpoint()
                 now = trio.current_time()
                 schedule.stalled(now)
+            if (
+                probe is not None
+                and learner is not None
+                and schedule.take_answer(conn.last_received)
+                and probe.idle is not None
+            ):
+                # Before deciding on the next PING: it follows the new interval.
+                change = learner.succeeded(probe.idle)
+                probe.idle = None
+                await _apply_change(learner, change, schedule.set_interval, conn)
             action = schedule.poll(now, conn.last_sent, conn.last_received)
+            if probe is not None and learner is not None:
+                if action is Action.PING:
+                    probe.idle = now - max(conn.last_sent, conn.last_received)
+                    probe.sent = now
+                elif action is Action.DEAD and probe.idle is not None:
+                    change = learner.failed(probe.idle)
+                    probe.idle = None
+                    await _apply_change(learner, change, schedule.set_interval, conn)
             if action is Action.DEAD:
                 verdict = schedule.verdict_after
                 logger.warning(
@@ -226,6 +346,7 @@ async def _run_connected(
     negotiated: Negotiated,
     ping_payload: PingPayload | None,
     rng: random.Random,
+    learner: IntervalLearner | None = None,
 ) -> AsyncIterator[HeartbeatConnection]:
     """Run the reader and the heartbeat loop beside the body; close afterwards.
 
@@ -234,12 +355,18 @@ async def _run_connected(
     is raised from the ``async with``.
     """
     body_scope = trio.CancelScope()
+    probe = None
+    if learner is not None and config.enabled:
+        learner.tolerance = max(learner.tolerance, config.jitter)
+        learner.bound(negotiated.min_interval, negotiated.interval)
+        conn.learner = learner
+        probe = _Probe(learner)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conn.run_reader)
             if config.enabled:
                 nursery.start_soon(
-                    _heartbeat_loop, conn, config, negotiated, ping_payload, rng
+                    _heartbeat_loop, conn, config, negotiated, ping_payload, rng, probe
                 )
             try:
                 with body_scope:
@@ -251,6 +378,10 @@ async def _run_connected(
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         raise unwrap(group) from None
+    finally:
+        if probe is not None:
+            with trio.CancelScope(shield=True):
+                await probe.connection_ended(conn)
     if body_scope.cancelled_caught:
         error = conn.close_error
         assert error is not None
@@ -265,6 +396,7 @@ async def connect_stream(
     ping_payload: PingPayload | None = None,
     on_pong: OnPong | None = None,
     rng: random.Random | None = None,
+    adaptive: bool | IntervalLearner = False,
 ) -> AsyncIterator[HeartbeatConnection]:
     """Speak the heartbeat protocol, as the client, over an open stream.
 
@@ -275,12 +407,20 @@ async def connect_stream(
     CLOSE(0). Raises :class:`ConnectionClosed` if the handshake fails or the
     server refuses (its CLOSE code is on the exception), and
     :class:`HeartbeatTimeout` if the server is declared dead.
+
+    ``adaptive=True`` learns the longest interval the path allows, from
+    ``config.interval`` up to the server's ``timeout`` / 2 (an
+    :class:`IntervalLearner` instead sets the steps, the range and where the
+    result is kept; see :doc:`/mobile`). ``conn.learner`` is the learner, and
+    :meth:`HeartbeatConnection.stats` shows the interval in use.
     """
     config = config or ClientConfig()
+    learner = adaptive_learner(adaptive, config)
+    await _load_learned(learner)
     conn = _new_connection(stream, config, on_pong)
-    negotiated = await _handshake(conn, config)
+    negotiated = await _handshake(conn, config, learner)
     async with _run_connected(
-        conn, config, negotiated, ping_payload, rng or random.Random()
+        conn, config, negotiated, ping_payload, rng or random.Random(), learner
     ) as connected:
         yield connected
 
@@ -294,6 +434,7 @@ async def open_connection(
     ping_payload: PingPayload | None = None,
     on_pong: OnPong | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    adaptive: bool | IntervalLearner = False,
 ) -> AsyncIterator[HeartbeatConnection]:
     """Connect over TCP (TLS with ``ssl_context``) and run the heartbeat client.
 
@@ -310,7 +451,11 @@ async def open_connection(
             host, port, ssl_context=ssl_context
         )
     async with connect_stream(
-        stream, config=config, ping_payload=ping_payload, on_pong=on_pong
+        stream,
+        config=config,
+        ping_payload=ping_payload,
+        on_pong=on_pong,
+        adaptive=adaptive,
     ) as conn:
         yield conn
 
@@ -357,7 +502,7 @@ class ConnectionAttempt:
         self._entered = True
         r = self._reconnector
         self._manager = _run_connected(
-            self._conn, r.config, self._negotiated, r.ping_payload, r.rng
+            self._conn, r.config, self._negotiated, r.ping_payload, r.rng, r.learner
         )
         conn: HeartbeatConnection = await self._manager.__aenter__()
         return conn
@@ -422,6 +567,9 @@ class Reconnector:
 
     ``on_pong(payload)`` is given to every connection; to tell connections
     apart, set ``conn.on_pong`` inside the attempt instead.
+
+    ``adaptive`` is :func:`connect_stream`'s; the one learner (also
+    :attr:`learner`) carries what it learned from each connection to the next.
     """
 
     def __init__(
@@ -436,6 +584,7 @@ class Reconnector:
         is_permanent: Callable[[BaseException], bool] = is_permanent,
         rng: random.Random | None = None,
         name: str = "server",
+        adaptive: bool | IntervalLearner = False,
     ) -> None:
         self.open_stream = open_stream
         self.config = config or ClientConfig()
@@ -446,6 +595,9 @@ class Reconnector:
         self.is_permanent = is_permanent
         self.rng = rng or random.Random()
         self.name = name
+        #: The adaptive interval's learner, shared by all connections (None:
+        #: a fixed interval).
+        self.learner = adaptive_learner(adaptive, self.config)
         self.last_failure: BaseException | None = None
         #: Connections made so far (successful handshakes).
         self.connections = 0
@@ -482,9 +634,10 @@ class Reconnector:
             self.config = attrs.evolve(self.config, interval=interval)
 
     async def _connect(self) -> tuple[HeartbeatConnection, Negotiated]:
+        await _load_learned(self.learner)
         stream = await self.open_stream()
         conn = _new_connection(stream, self.config, self.on_pong)
-        return conn, await _handshake(conn, self.config)
+        return conn, await _handshake(conn, self.config, self.learner)
 
     async def __anext__(self) -> ConnectionAttempt:
         if self._pending is not None:

@@ -26,13 +26,13 @@ __all__ = [
 ]
 
 # Defaults, with where each comes from.
-# Client idle interval 25 s, 5 retries 5 s apart: the seed C client's config struct
-# (000_*.txt). 25 s also sits inside the 15-45 s gap the IM document recommends,
-# under the ~30 s idle timeout of the most aggressive carrier NATs.
+# Client idle interval 25 s, 5 retries 5 s apart: the classic C client's settings.
+# 25 s also sits inside the 15-45 s range instant-messaging clients use, under
+# the ~30 s idle timeout of the most aggressive carrier NATs.
 DEFAULT_INTERVAL: Final = 25.0
 DEFAULT_RETRIES: Final = 5
 DEFAULT_RETRY_INTERVAL: Final = 5.0
-# Server kicks after 60 s of silence: the seed C server's SERVER_TIMEOUT. It is
+# Server kicks after 60 s of silence: the classic C server's SERVER_TIMEOUT. It is
 # more than the client's interval + retries x retry interval (25 + 30 = 55 s), so
 # a live client on a slow path is not kicked before it has finished retrying.
 DEFAULT_TIMEOUT: Final = 60.0

@@ -28,6 +28,7 @@ from typing import Any, Final
 import attrs
 import trio
 
+from ._adaptive import IntervalLearner
 from ._config import Negotiated
 from ._protocol import DEFAULT_MAX_FRAME_SIZE, Close, CloseCode, Data, Pong
 from ._rtt import RttEstimator
@@ -108,6 +109,12 @@ class ConnectionStats:
     #: with the fixed rule): a server's, of the client's silence; a client's,
     #: of its unanswered PING's wait.
     phi: float | None = None
+    #: The heartbeat interval in use, seconds: the negotiated one, or an
+    #: adaptive client's current try (``None`` before the handshake).
+    interval: float | None = None
+    #: An adaptive client's settled interval (``None`` while it is still
+    #: learning, and without ``adaptive``).
+    learned_interval: float | None = None
 
 
 _NO_SOCKET: Final = object()
@@ -184,6 +191,7 @@ class HeartbeatConnection:
         "_transport",
         "close_timeout",
         "identity",
+        "learner",
         "on_pong",
         "peer",
         "session",
@@ -204,6 +212,8 @@ class HeartbeatConnection:
     ) -> None:
         self._stream = stream
         self._transport: Transport = transport_for(stream)
+        #: An adaptive client's :class:`IntervalLearner` (else ``None``).
+        self.learner: IntervalLearner | None = None
         #: The protocol state machine underneath (sans-IO).
         self.session = session or Session(
             Role.CLIENT,
@@ -327,6 +337,18 @@ class HeartbeatConnection:
             last_sent=s.last_sent,
             last_received=s.last_received,
             phi=s.phi(trio.current_time()) if s.detector is not None else None,
+            interval=(
+                self.learner.interval
+                if self.learner is not None
+                else None
+                if s.negotiated is None
+                else s.negotiated.interval
+            ),
+            learned_interval=(
+                self.learner.interval
+                if self.learner is not None and self.learner.settled
+                else None
+            ),
         )
 
     @property

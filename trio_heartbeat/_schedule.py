@@ -56,6 +56,7 @@ class RetrySchedule:
 
     __slots__ = (
         "_attempt",
+        "answered",
         "_idle_wait",
         "_polled",
         "_probe_start",
@@ -63,6 +64,7 @@ class RetrySchedule:
         "detector",
         "interval",
         "jitter",
+        "jitter_below",
         "retries",
         "retry_interval",
         "rng",
@@ -83,9 +85,14 @@ class RetrySchedule:
         self.retry_interval = retry_interval
         self.retries = retries
         self.jitter = jitter
+        #: Draw waits from interval x [1 - jitter, 1] instead (an adaptive
+        #: client's interval is a ceiling it learned, never to be exceeded).
+        self.jitter_below = False
         self.rng = rng or random.Random()
         #: First PING of the unanswered probe under way, else None.
         self._probe_start: float | None = None
+        #: Probes answered so far (an adaptive client counts its evidence).
+        self.answered = 0
         self._attempt = 0
         self._resend_now = False
         self._idle_wait = self._draw_wait()
@@ -96,7 +103,15 @@ class RetrySchedule:
     def _draw_wait(self) -> float:
         if not self.jitter:
             return self.interval
+        if self.jitter_below:
+            return self.interval * (1 - self.rng.uniform(0, self.jitter))
         return self.interval * (1 + self.rng.uniform(-self.jitter, self.jitter))
+
+    def set_interval(self, interval: float) -> None:
+        """Use ``interval`` from now on (the wait under way is drawn afresh,
+        still counted from the last traffic)."""
+        self.interval = interval
+        self._idle_wait = self._draw_wait()
 
     @property
     def probing(self) -> bool:
@@ -124,17 +139,26 @@ class RetrySchedule:
             return math.inf
         return start + self.detector.verdict_after()
 
+    def take_answer(self, last_received: float) -> bool:
+        """Whether the probe under way was answered (by anything received
+        since its first PING); if so, it is over, and a new idle period began
+        with that answer."""
+        start = self._probe_start
+        if start is None or last_received < start:
+            return False
+        self._probe_start = None
+        self.answered += 1
+        self._resend_now = False
+        self._idle_wait = self._draw_wait()
+        return True
+
     def poll(self, now: float, last_sent: float, last_received: float) -> Action:
         """What to do at ``now``."""
         self._polled = now
+        self.take_answer(last_received)
         start = self._probe_start
         if start is not None:
-            if last_received >= start:
-                # Answered: a new idle period began with that answer.
-                self._probe_start = None
-                self._resend_now = False
-                self._idle_wait = self._draw_wait()
-            elif self._resend_now:
+            if self._resend_now:
                 self._resend_now = False
                 return Action.RESEND
             elif now >= self._phi_verdict(start):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import trio
@@ -62,26 +63,30 @@ class ChatServer:
         self,
         listeners: Sequence[trio.abc.Listener[Any]],
         *,
-        task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
+        serve = partial(
+            trio_heartbeat.serve_listeners,
+            self.handler,
+            listeners,
+            config=self.config,
+            on_connect=self.on_connect,
+            on_disconnect=self.on_disconnect,
+        )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.announcer)
-            await nursery.start(
-                lambda task_status: trio_heartbeat.serve_listeners(
-                    self.handler,
-                    listeners,
-                    config=self.config,
-                    on_connect=self.on_connect,
-                    on_disconnect=self.on_disconnect,
-                    task_status=task_status,
-                )
-            )
+            await nursery.start(serve)
             task_status.started()
 
 
-async def main(port: int = 5005) -> None:
+async def main() -> None:
     server = ChatServer(trio_heartbeat.ServerConfig(timeout=30))
-    await server.serve(await trio.open_tcp_listeners(port, host="127.0.0.1"))
+    listeners = await trio.open_tcp_listeners(5005, host="127.0.0.1")
+    async with trio.open_nursery() as nursery:
+        # Ctrl-C or SIGTERM: every client gets CLOSE(5), then main() returns.
+        nursery.start_soon(trio_heartbeat.cancel_on_signals, nursery.cancel_scope)
+        await nursery.start(server.serve, listeners)
+        print("listening on 127.0.0.1:5005")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from ._options import (
     build_parser,
     client_config,
     client_tls,
+    learner_from,
     server_config,
     server_tls,
 )
@@ -61,6 +62,7 @@ def main(
         else:
             tls = client_tls(args)
             client = client_config(args)
+            learner = learner_from(args, network="")
     except (ValueError, TypeError) as exc:  # UsageError, or a config's validation
         parser.print_usage(sys.stderr)
         print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
@@ -68,6 +70,6 @@ def main(
     try:
         if args.command == "serve":
             return run_serve(args, config, tls, argv[1:])
-        return run_connect(args, client, tls, read_chunk)
+        return run_connect(args, client, tls, read_chunk, learner)
     except KeyboardInterrupt:
         return 130

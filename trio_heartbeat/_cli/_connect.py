@@ -18,6 +18,7 @@ from trio_heartbeat import (
     DisconnectReason,
     HeartbeatConnection,
     HeartbeatTimeout,
+    IntervalLearner,
     LegacyHeartbeatTimeout,
     open_connection,
     open_legacy_connection,
@@ -136,6 +137,7 @@ async def _reconnect_loop(
     tls: ssl.SSLContext | None,
     lines: trio.MemoryReceiveChannel[bytes],
     stdin_ended: trio.Event,
+    learner: IntervalLearner | None,
 ) -> int:
     """Reconnect after every failure until stdin ends with nothing left unsent.
 
@@ -150,6 +152,7 @@ async def _reconnect_loop(
         config=config,
         backoff=Backoff(cap=args.max_backoff),
         ssl_context=tls,
+        adaptive=learner or False,
     )
     async with trio.open_nursery() as nursery:
 
@@ -239,14 +242,32 @@ async def _connect_legacy(
             await trio.sleep(delay)
 
 
+async def _network_key(host: str, port: int) -> str:
+    """Which network this is, as far as a command line can tell: the local
+    address the system routes towards the server (no packet is sent)."""
+    try:
+        (family, type_, proto, _, address), *_ = await trio.socket.getaddrinfo(
+            host, port, type=trio.socket.SOCK_DGRAM
+        )
+        with trio.socket.socket(family, type_, proto) as probe:
+            await probe.connect(address)
+            local = probe.getsockname()[0]
+    except OSError:
+        local = "unknown"
+    return f"{local} -> {host}:{port}"
+
+
 async def connect_main(
     args: argparse.Namespace,
     config: ClientConfig,
     tls: ssl.SSLContext | None,
     read_chunk: Callable[[], bytes],
+    learner: IntervalLearner | None = None,
 ) -> int:
     """``connect`` inside a Trio run; the exit code. ``read_chunk`` is called in
     a worker thread for each chunk of stdin (``b""``: stdin ended)."""
+    if learner is not None and args.network is None:
+        learner.key = await _network_key(args.host, args.port)
     send_lines, lines = trio.open_memory_channel[bytes](0)
     stdin_ended = trio.Event()
     async with trio.open_nursery() as nursery:
@@ -254,11 +275,15 @@ async def connect_main(
         if args.protocol in LEGACY_PROTOCOLS:
             code = await _connect_legacy(args, config, lines)
         elif args.reconnect:
-            code = await _reconnect_loop(args, config, tls, lines, stdin_ended)
+            code = await _reconnect_loop(args, config, tls, lines, stdin_ended, learner)
         else:
             try:
                 async with open_connection(
-                    args.host, args.port, config=config, ssl_context=tls
+                    args.host,
+                    args.port,
+                    config=config,
+                    ssl_context=tls,
+                    adaptive=learner or False,
                 ) as conn:
                     await _relay(conn, lines, [])
                 code = EXIT_OK
@@ -273,6 +298,9 @@ def run_connect(
     config: ClientConfig,
     tls: ssl.SSLContext | None,
     read_chunk: Callable[[], bytes] | None = None,
+    learner: IntervalLearner | None = None,
 ) -> int:
     """Run ``connect`` as parsed; ``read_chunk`` replaces reading stdin."""
-    return trio.run(connect_main, args, config, tls, read_chunk or _read_stdin_chunk)
+    return trio.run(
+        connect_main, args, config, tls, read_chunk or _read_stdin_chunk, learner
+    )

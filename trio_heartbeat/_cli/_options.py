@@ -9,6 +9,7 @@ Abbreviated options are refused everywhere (``allow_abbrev=False``): ``serve
 from __future__ import annotations
 
 import argparse
+import math
 import ssl
 import sys
 from collections.abc import Callable, Sequence
@@ -20,6 +21,8 @@ from trio_heartbeat import (
     AUTO,
     Backoff,
     ClientConfig,
+    IntervalLearner,
+    JsonIntervalStore,
     KeepaliveConfig,
     ServerConfig,
 )
@@ -35,6 +38,7 @@ __all__ = [
     "client_config",
     "client_tls",
     "keepalive_from",
+    "learner_from",
     "server_config",
     "server_tls",
 ]
@@ -317,6 +321,37 @@ def _add_connect(commands: Any) -> None:
         metavar="S",
         help="seconds between resends",
     )
+    adaptive = connect.add_argument_group(
+        "adaptive interval",
+        "Learn the longest interval the path keeps open (NATs and firewalls "
+        "forget idle flows): start at --interval, try longer ones while they "
+        "hold, settle below the first that kills the link. With --reconnect, "
+        "what was learned survives reconnects.",
+    )
+    adaptive.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="learn the interval, from --interval (the shortest) up",
+    )
+    adaptive.add_argument(
+        "--max-interval",
+        type=float,
+        metavar="S",
+        help="--adaptive: the longest interval to try (default: the server's "
+        "timeout / 2, which is also the cap)",
+    )
+    adaptive.add_argument(
+        "--interval-cache",
+        metavar="FILE",
+        help="--adaptive: keep what was learned in FILE (JSON), per network, "
+        "and start from it next time",
+    )
+    adaptive.add_argument(
+        "--network",
+        metavar="NAME",
+        help="--adaptive: the network's name in the cache (default: this "
+        "machine's address towards the server)",
+    )
     connect.add_argument(
         "--client-id",
         metavar="ID",
@@ -419,6 +454,32 @@ def client_config(args: argparse.Namespace) -> ClientConfig:
     fields = _fields(args, ClientConfig)
     fields.update(token=read_token(args.token_file), keepalive=keepalive_from(args))
     return ClientConfig(**fields)
+
+
+def learner_from(args: argparse.Namespace, network: str) -> IntervalLearner | None:
+    """The ``--adaptive`` learner (``None`` without it), its store the
+    ``--interval-cache`` file, its key ``--network`` or ``network``."""
+    if not args.adaptive:
+        for flag in ("max_interval", "interval_cache", "network"):
+            if getattr(args, flag) is not None:
+                option = "--" + flag.replace("_", "-")
+                raise UsageError(f"{option} needs --adaptive")
+        return None
+    if args.protocol in LEGACY_PROTOCOLS:
+        raise UsageError("--adaptive needs the framed protocol, not --protocol legacy")
+    maximum = math.inf if args.max_interval is None else args.max_interval
+    if not maximum >= args.interval:
+        raise UsageError(
+            f"--max-interval ({maximum:g} s) is below --interval ({args.interval:g} s)"
+        )
+    return IntervalLearner(
+        args.interval,
+        maximum,
+        store=None
+        if args.interval_cache is None
+        else JsonIntervalStore(args.interval_cache),
+        key=args.network or network,
+    )
 
 
 def server_tls(args: argparse.Namespace) -> ssl.SSLContext | None:

@@ -1,0 +1,75 @@
+"""Every shell session of the README and the docs runs as shown.
+
+See tests/shell_sessions.py for how a page is run: each page in a network
+namespace of its own (port 5005 is the page's), servers in the background as
+in a second terminal, every other block compared line by line with its output.
+The example files are in the session's directory, as a reader who downloaded
+them has them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from . import shell_sessions
+from .netns import Namespaces
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+PAGES = ["README.md", *sorted(p.name for p in DOCS.glob("*.rst"))]
+
+
+def blocks_of(page: str) -> list[shell_sessions.Block]:
+    if page.endswith(".md"):
+        return shell_sessions.markdown_blocks(ROOT / page)
+    return shell_sessions.rst_blocks(DOCS / page)
+
+
+@contextlib.contextmanager
+def page_namespace() -> Iterator[str | None]:
+    """A network namespace for the page; else the machine's own (None), if
+    the documented port is free there."""
+    made = Namespaces(f"d{os.getpid() % 100000}")
+    try:
+        try:
+            namespace = made.add("docs")
+        except (pytest.skip.Exception, subprocess.SubprocessError, OSError):
+            namespace = None
+        if namespace is None:
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", 5005))
+                except OSError:
+                    pytest.skip("no network namespace, and port 5005 is taken")
+        yield namespace
+    finally:
+        made.close()
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if blocks_of(p)])
+def test_shell_sessions_run_as_shown(page: str, tmp_path: Path) -> None:
+    session = tmp_path / "session"
+    # Where the reader is: the README's reader in the project's directory, the
+    # docs' reader in a directory holding the downloaded example files.
+    where = session / "docs" / "examples" if page == "README.md" else session
+    shutil.copytree(DOCS / "examples", where)
+    with page_namespace() as namespace:
+        problems = list(shell_sessions.run_page(blocks_of(page), namespace, session))
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+def test_the_parsers_see_commands_and_output() -> None:
+    blocks = shell_sessions.markdown_blocks(ROOT / "README.md")
+    assert any(block.is_server for block in blocks)
+    assert any(block.output for block in blocks if not block.is_server)
+    tutorials = shell_sessions.rst_blocks(DOCS / "tutorials.rst")
+    assert any(block.is_server for block in tutorials)
