@@ -68,7 +68,8 @@ def _attrs_field_docs(
     defining = [
         name
         for name, module in sys.modules.items()
-        if name.startswith("trio_heartbeat._") and getattr(module, qualname, None) is obj
+        if name.startswith("trio_heartbeat._")
+        and getattr(module, qualname, None) is obj
     ]
     if not defining:
         return

@@ -101,3 +101,55 @@ def blackhole(*namespaces: str) -> None:
             "  chain in { type filter hook prerouting priority -400; policy drop; }\n"
             "}\n",
         )
+
+
+# The NAT topology: client --- router --- server, all made by the caller.
+NAT_CLIENT, NAT_ROUTER_IN = "10.77.1.2", "10.77.1.1"
+NAT_ROUTER_OUT, NAT_SERVER = "10.77.2.1", "10.77.2.2"
+
+
+def nat(made: Namespaces, limit: int) -> tuple[str, str]:
+    """Three namespaces, ``client (NAT_CLIENT) --- router --- server
+    (NAT_SERVER)``, where the router is a NAT that forgets idle flows.
+
+    The router masquerades the client's flows (nftables), forgets an
+    established TCP flow after ``limit`` seconds without a packet
+    (``nf_conntrack_tcp_timeout_established``), does not pick up flows in the
+    middle (``nf_conntrack_tcp_loose`` 0) and drops invalid packets: once a
+    mapping is forgotten, every later packet of that flow vanishes either way,
+    as on a carrier's NAT. The server has no route to the client's network:
+    only NATed traffic reaches it. Returns (client, server) namespaces.
+    """
+    cli, router, srv = made.add("nc"), made.add("nr"), made.add("ns")
+    _, inside = made.link(cli, NAT_CLIENT, router, NAT_ROUTER_IN)
+    outside, _ = made.link(router, NAT_ROUTER_OUT, srv, NAT_SERVER)
+    ip("-n", cli, "route", "add", "default", "via", NAT_ROUTER_IN)
+    nft(
+        router,
+        f"""
+        table ip nat {{
+          chain postrouting {{
+            type nat hook postrouting priority srcnat; policy accept;
+            oifname "{outside}" masquerade
+          }}
+        }}
+        table ip filter {{
+          chain forward {{
+            type filter hook forward priority filter; policy drop;
+            ct state invalid drop
+            ct state established,related accept
+            iifname "{inside}" ct state new accept
+          }}
+        }}
+        """,
+    )
+    # These settings exist once the rules above loaded conntrack; they are
+    # the router namespace's own.
+    subprocess.run(
+        ["ip", "netns", "exec", router, "sh", "-ec",
+         "echo 1 > /proc/sys/net/ipv4/ip_forward; cd /proc/sys/net/netfilter; "
+         f"echo {limit} > nf_conntrack_tcp_timeout_established; "
+         "echo 0 > nf_conntrack_tcp_loose"],
+        check=True, capture_output=True, timeout=10,
+    )  # fmt: skip
+    return cli, srv

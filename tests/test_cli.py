@@ -268,11 +268,11 @@ async def test_connect_adaptive_learns_up_to_the_cap_and_keeps_it(
             stdin = Stdin()
             async with trio.open_nursery() as nursery:
 
-                async def end_stdin_later() -> None:
+                async def end_stdin_later(stdin: Stdin) -> None:
                     await trio.sleep(45)
                     stdin.feed(b"")
 
-                nursery.start_soon(end_stdin_later)
+                nursery.start_soon(end_stdin_later, stdin)
                 with trio.fail_after(60):
                     code = await connect_in_process(stdin, "--port", str(port), *argv)
             assert code == 0

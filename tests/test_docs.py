@@ -112,9 +112,8 @@ def test_code_in_the_docs_comes_from_files_the_suite_runs() -> None:
     for name, text in _rst_pages().items():
         assert not re.search(r"code-block:: (python|sh|bash|shell)", text), name
         for block in re.findall(r"::\n\n((?:[ ]{3,}.*\n|\n)+)", text):
-            assert not re.search(r"^\s*(\$ |import |async def |python )", block, re.M), (
-                f"{name}: code in a literal block:\n{block}"
-            )
+            code = re.search(r"^\s*(\$ |import |async def |python )", block, re.M)
+            assert not code, f"{name}: code in a literal block:\n{block}"
         for include, options in re.findall(
             r"^\.\. literalinclude:: (\S+)\n((?:[ ]+:.*\n)*)", text, flags=re.M
         ):

@@ -26,7 +26,15 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "docs" / "_build" / "html"
 SCREENSHOTS = ROOT / "docs" / "_build" / "screenshots"
-PAGES = ["index", "install", "tutorials", "howto", "verdicts", "benchmarks", "reference"]
+PAGES = [
+    "index",
+    "install",
+    "tutorials",
+    "howto",
+    "verdicts",
+    "benchmarks",
+    "reference",
+]
 VIEWPORTS = {"desktop": (1280, 900), "phone": (390, 844)}
 
 # Run in the page: what a reader would see go wrong.
@@ -41,15 +49,19 @@ for (const table of document.querySelectorAll("article table")) {
 }
 for (const pre of document.querySelectorAll("article pre")) {
   if (pre.scrollWidth > pre.clientWidth + 1) {
-    const line = pre.innerText.split("\\n").reduce((a, b) => b.length > a.length ? b : a, "");
-    problems.push(`code cut off (${pre.scrollWidth} > ${pre.clientWidth} px): ${line.slice(0, 80)}`);
+    const line = pre.innerText.split("\\n")
+      .reduce((a, b) => b.length > a.length ? b : a, "");
+    problems.push(
+      `code cut off (${pre.scrollWidth} > ${pre.clientWidth} px): ${line.slice(0, 80)}`
+    );
   }
 }
 const page = document.scrollingElement;
 if (page.scrollWidth > window.innerWidth + 1)
   problems.push(`the page is wider than the screen (${page.scrollWidth} px)`);
 for (const img of document.querySelectorAll("article img")) {
-  if (!img.complete || img.naturalWidth === 0) problems.push(`image not loaded: ${img.src}`);
+  if (!img.complete || img.naturalWidth === 0)
+    problems.push(`image not loaded: ${img.src}`);
 }
 return problems;
 """
@@ -58,12 +70,16 @@ return problems;
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not (HTML / "index.html").exists():
-        pytest.fail("build the docs first: python -m sphinx -b html docs docs/_build/html")
+        pytest.fail(
+            "build the docs first: python -m sphinx -b html docs docs/_build/html"
+        )
     webdriver = pytest.importorskip("selenium.webdriver")
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver_path = shutil.which("chromedriver")
     if chromium is None or driver_path is None:
-        pytest.fail("needs Debian's chromium and chromium-driver (.ci/run installs them)")
+        pytest.fail(
+            "needs Debian's chromium and chromium-driver (.ci/run installs them)"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
@@ -116,7 +132,10 @@ def test_reference_explains_every_setting_and_links_trio(browser: Any) -> None:
     _open(browser, "reference", "desktop")
     text = browser.execute_script("return document.body.innerText")
     # The #: comments of the settings classes render as parameter docs.
-    assert "idle – Seconds without traffic before the first probe (TCP_KEEPIDLE)." in text
+    assert (
+        "idle \N{EN DASH} Seconds without traffic before the first probe "
+        "(TCP_KEEPIDLE)." in text
+    )
     hrefs = browser.execute_script(
         "return [...document.querySelectorAll('a')].map(a => a.href)"
     )

@@ -56,11 +56,11 @@ class RetrySchedule:
 
     __slots__ = (
         "_attempt",
-        "answered",
         "_idle_wait",
         "_polled",
         "_probe_start",
         "_resend_now",
+        "answered",
         "detector",
         "interval",
         "jitter",
