@@ -179,8 +179,23 @@ def test_short_periods_test_nothing() -> None:
     # The application talked: the link was never idle for the interval.
     assert learner.succeeded(1.0) is None
     assert learner.interval == 4.0
-    assert learner.failed(1.0) is None
+
+
+def test_a_link_that_dies_within_proven_idle_time_says_nothing_about_idleness() -> None:
+    learner = IntervalLearner(1.0, 100.0, step=1.0, confirmations=1, margin=0.1)
+    run_path(learner, limit=math.inf, periods=2)  # 1 and 2 s held
+    assert (learner.interval, learner.held) == (4.0, 2.0)
+    assert learner.failed(1.0) is None  # the path broke: not the idle time
     assert learner.interval == 4.0 and not learner.settled
+
+
+def test_a_link_closed_while_idle_marks_that_idle_time_too_long() -> None:
+    """A proxy that closes flows idle for 3 s (nginx's proxy_read_timeout)
+    ends the link before the 4 s PING is due: 3 s is too long."""
+    learner = IntervalLearner(1.0, 100.0, step=1.0, confirmations=1, margin=0.1)
+    run_path(learner, limit=math.inf, periods=2)
+    assert learner.failed(3.0) == IntervalChange(4.0, pytest.approx(1.35), "settled")
+    assert learner.too_long == 3.0
 
 
 def test_tolerance_counts_jittered_periods() -> None:

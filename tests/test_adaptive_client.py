@@ -15,6 +15,8 @@ import trio.testing
 from trio_heartbeat import (
     Backoff,
     ClientConfig,
+    ConnectionClosed,
+    DisconnectReason,
     HeartbeatServer,
     HeartbeatTimeout,
     IntervalChange,
@@ -235,3 +237,50 @@ async def test_a_fixed_interval_above_the_limit_dies_every_time(
     # 1 s later; reconnects after 0.5 s, then 1 s of backoff.
     assert all(isinstance(f, HeartbeatTimeout) for _, f in failures)
     assert [t for t, _ in failures] == [7.0, 14.5, 22.5]
+
+
+class ClosingStream(ForgetfulStream):
+    """A path through a proxy that closes flows idle for ``limit`` seconds
+    (nginx's ``proxy_read_timeout``): the client reads the end of the stream."""
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        while True:
+            with trio.move_on_at(self.last_packet + self.limit):
+                data = await self.inner.receive_some(max_bytes)
+                if not data or self._alive():
+                    return data
+                continue
+            self.forgotten_at = trio.current_time()
+            return b""
+
+
+async def test_a_proxy_that_closes_idle_flows_is_learned_too(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The proxy closes the flow 5 s into the 5.06 s idle period, before its
+    PING: 5 s idle was too long; settled at min(3.375, 5 / 1.5) x 0.9 = 3 s."""
+    listener = MemoryListener()
+    learner = IntervalLearner(1.0, step=0.5, confirmations=2, margin=0.1)
+    server = HeartbeatServer(echo_upper, config=SERVER)
+
+    async def open_path() -> trio.abc.Stream:
+        return ClosingStream(await listener.connect(), limit=5.0)
+
+    failures = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve_listeners, [listener])
+        loop = Reconnector(open_path, config=CLIENT, adaptive=learner)
+        async for attempt in loop:
+            async with attempt:
+                await trio.sleep(60)
+            failures.append(attempt.failure)
+            if attempt.number == 2:
+                break
+        nursery.cancel_scope.cancel()
+    print(learner)
+    assert learner.settled and learner.interval == pytest.approx(3.0)
+    assert learner.too_long == pytest.approx(5.0)
+    assert isinstance(failures[0], ConnectionClosed)
+    assert failures[0].code is None  # no CLOSE frame: the stream just ended
+    assert failures[0].disconnect_reason is DisconnectReason.CLOSED_BY_PEER
+    assert failures[1] is None  # 60 s at 3 s: held

@@ -129,3 +129,18 @@ def test_code_in_the_docs_comes_from_files_the_suite_runs() -> None:
             if file.endswith(".py") and not file.startswith("test_"):
                 runs = f"python {file}" in sessions or f'load("{file[:-3]}")' in tested
                 assert runs, f"{include} is shown but the suite never runs it"
+
+
+def test_adaptive_picture_matches_its_recorded_run() -> None:
+    adaptive = _module(DOCS.parent / "benchmarks" / "adaptive.py", "bench_adaptive")
+    run = json.loads((DOCS / "_static" / "adaptive.json").read_text())
+    assert (DOCS / "_static" / "adaptive.svg").read_text() == adaptive.draw(run), (
+        "docs/_static/adaptive.svg is stale: python benchmarks/adaptive.py "
+        "--draw docs/_static/adaptive.json --svg docs/_static/adaptive.svg"
+    )
+    summary = adaptive.summary(run)
+    assert run["summary"] == summary
+    # What the mobile how-to says the run shows.
+    assert summary["learned_interval_s"] < summary["nat_limit_s"]
+    assert summary["links_lost"] == 1
+    assert summary["links_lost_after_settling"] == 0

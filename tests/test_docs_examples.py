@@ -9,16 +9,19 @@ a terminal session cannot show in seconds.
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pytest
 import trio
+import trio.testing
 
 import trio_heartbeat
 
-from .helpers import MemoryListener, RawPeer, tcp_peer
+from .helpers import MemoryListener, RawPeer, echo_upper, tcp_peer, tcp_server
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
 
@@ -140,3 +143,43 @@ async def test_building_a_service_gateway_and_device() -> None:
     assert ended[0].startswith("ended: closed by peer (CLOSE 5 SHUTTING_DOWN")
     assert ended[-1] == "ended: done"
     assert restarted.log[-1] == "sensor-1 offline (closed by peer)"
+
+
+@pytest.fixture
+def tcp_clock() -> trio.testing.MockClock:
+    # Virtual time over real loopback sockets: jump only once nothing has
+    # happened for 50 ms of real time (the kernel's deliveries included).
+    return trio.testing.MockClock(autojump_threshold=0.05)
+
+
+async def test_the_phone_client_learns_and_keeps_its_interval(
+    tcp_clock: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The mobile how-to's client against a server whose timeout caps it at
+    8 s: from 1 s up by 50 % every 3 idle periods, settled at 8 s, kept in the
+    cache for its network; the next start begins there."""
+    phone = load("phone_client")
+    cache = tmp_path / "intervals.json"
+    config = trio_heartbeat.ServerConfig(timeout=16, min_interval=0.5)
+    async with tcp_server(echo_upper, config=config) as port:
+        learner = phone.learner_for("home-wifi", minimum=1, cache=str(cache))
+        with trio.move_on_after(120):
+            await phone.main(learner, port=port)
+        assert capsys.readouterr().out.splitlines() == [
+            "connected; heartbeat every 1 s",
+            "interval 1 s -> 1.5 s (longer)",
+            "interval 1.5 s -> 2.25 s (longer)",
+            "interval 2.25 s -> 3.375 s (longer)",
+            "interval 3.375 s -> 5.0625 s (longer)",
+            "interval 5.0625 s -> 7.59375 s (longer)",
+            "interval 7.59375 s -> 8 s (longer)",
+            "interval stays at 8 s (settled)",
+        ]
+        assert json.loads(cache.read_text())["home-wifi"]["interval"] == 8.0
+        again = phone.learner_for("home-wifi", minimum=1, cache=str(cache))
+        with trio.move_on_after(1):
+            await phone.main(again, port=port)
+        assert capsys.readouterr().out.splitlines() == [
+            "interval 1 s -> 8 s (restored)",
+            "connected; heartbeat every 8 s",
+        ]

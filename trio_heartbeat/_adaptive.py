@@ -243,8 +243,14 @@ class IntervalLearner:
         return self._move(longer, "longer")
 
     def failed(self, idle: float) -> IntervalChange | None:
-        """An idle period of ``idle`` seconds ended in a dead link: the PING
-        went unanswered, or the connection was lost while it waited."""
+        """The link died after ``idle`` seconds without traffic: the PING that
+        ended the idle period went unanswered, or the connection was lost
+        during the period or while the PING waited (a proxy or NAT that
+        closes idle flows, rather than forgetting them, ends them so).
+
+        A link that dies within an idle time that held before says nothing
+        about idleness (the path broke); it only counts towards
+        ``max_failures``."""
         self._failures += 1
         self._streak = 0
         if self._failures >= self.max_failures:
@@ -253,8 +259,8 @@ class IntervalLearner:
             self.held = 0.0
             self.too_long = math.inf
             return self._move(self.minimum, "reset", report=True)
-        if not self._tests_interval(idle):
-            return None  # not an idle period of this interval: the path broke
+        if idle < self.held * (1 - self.tolerance - IDLE_SLACK):
+            return None
         self.too_long = min(self.too_long, idle)
         if self.held >= self.too_long:
             # What held before fails now: the path changed; one step below.

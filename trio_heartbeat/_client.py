@@ -195,17 +195,45 @@ class _Probe:
     #: When that PING was sent.
     sent: float = -math.inf
 
+    #: When the body of the connection ended, and the last traffic before.
+    ended_at: float = math.inf
+    last_traffic: float = -math.inf
+
+    def note_end(self, conn: HeartbeatConnection) -> None:
+        """Note when the connection stopped (the first time only): closing it
+        afterwards takes a while, and the heartbeat may still write."""
+        if self.ended_at == math.inf:
+            self.ended_at = trio.current_time()
+            self.last_traffic = max(conn.last_sent, conn.last_received)
+
+    async def watch(self, conn: HeartbeatConnection) -> None:
+        """Note the moment the connection's input ends."""
+        await conn.wait_input_ended()
+        self.note_end(conn)
+
     async def connection_ended(self, conn: HeartbeatConnection) -> None:
-        """Lost while the PING waited for its answer: that idle period killed
-        the link."""
+        """Lost (no CLOSE) while a PING waited for its answer, or while idle:
+        the idle time killed the link (a middlebox that closes idle flows
+        ends them so)."""
+        info = conn.session.close_info
+        if info is None or info.code is not None:
+            return  # open, or closed with a CLOSE frame: said, not lost
+        if info.disconnect_reason not in (
+            DisconnectReason.CONNECTION_LOST,
+            DisconnectReason.CLOSED_BY_PEER,  # the stream ended, no CLOSE
+        ):
+            return
         if (
             self.idle is not None
-            and conn.last_received < self.sent
-            and conn.disconnect_reason is DisconnectReason.CONNECTION_LOST
+            and self.sent <= self.ended_at
+            and self.last_traffic <= self.sent
         ):
-            change = self.learner.failed(self.idle)
-            self.idle = None
-            await _apply_change(self.learner, change, None, conn)
+            idle = self.idle  # its PING was out, unanswered
+        else:
+            idle = self.ended_at - self.last_traffic
+        self.idle = None
+        change = self.learner.failed(idle)
+        await _apply_change(self.learner, change, None, conn)
 
 
 async def _apply_change(
@@ -219,13 +247,21 @@ async def _apply_change(
         return
     if use is not None:
         use(change.new)
-    logger.info(
-        "%s: heartbeat interval %g s -> %g s (%s)",
-        conn.peer,
-        change.old,
-        change.new,
-        change.reason,
-    )
+    if change.new == change.old:
+        logger.info(
+            "%s: heartbeat interval stays at %g s (%s)",
+            conn.peer,
+            change.new,
+            change.reason,
+        )
+    else:
+        logger.info(
+            "%s: heartbeat interval %g s -> %g s (%s)",
+            conn.peer,
+            change.old,
+            change.new,
+            change.reason,
+        )
     if learner.store is not None:
         await learner.store.save(learner.key, learner.state())
 
@@ -364,6 +400,8 @@ async def _run_connected(
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conn.run_reader)
+            if probe is not None:
+                nursery.start_soon(probe.watch, conn)
             if config.enabled:
                 nursery.start_soon(
                     _heartbeat_loop, conn, config, negotiated, ping_payload, rng, probe
@@ -373,6 +411,8 @@ async def _run_connected(
                     conn.bind_scope(body_scope)
                     yield conn
             finally:
+                if probe is not None:
+                    probe.note_end(conn)
                 conn.bind_scope(None)
                 await conn.aclose()
                 nursery.cancel_scope.cancel()

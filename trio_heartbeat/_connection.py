@@ -559,6 +559,18 @@ class HeartbeatConnection:
         elif info.disconnect_reason in _PEER_FAULTS:
             self.cancel()
 
+    async def wait_input_ended(self) -> None:
+        """Return once the reader stopped reading: the peer closed, the stream
+        ended or broke, or this side closed. (The connection itself may still
+        be finishing: after the peer's end, the application gets
+        ``close_timeout`` for its last replies.)"""
+        if self.session.close_info is not None and not self._reader_running:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._reader_done is None:
+            self._reader_done = trio.Event()
+        await self._reader_done.wait()
+
     async def end(
         self,
         code: int,
