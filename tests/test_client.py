@@ -666,3 +666,37 @@ async def test_frames_right_behind_the_servers_hello_are_delivered(
             await trio.testing.wait_all_tasks_blocked()
         nursery.cancel_scope.cancel()
     assert pongs == [f.payload for f in behind_it if isinstance(f, Pong)]
+
+
+@pytest.mark.parametrize(
+    ("interval", "level"), [(45.0, "WARNING"), (ClientConfig().interval, "INFO")]
+)
+async def test_a_granted_interval_other_than_asked_is_logged(
+    autojump_clock: Any,
+    caplog: pytest.LogCaptureFixture,
+    interval: float,
+    level: str,
+) -> None:
+    """The server (timeout 30 s) grants 15 s: a warning when the interval was
+    chosen, INFO when it was the default (the server decides it anyway)."""
+    from trio_heartbeat import HeartbeatServer, ServerConfig, connect_stream
+
+    from .helpers import echo_upper
+
+    listener = MemoryListener()
+    server = HeartbeatServer(echo_upper, config=ServerConfig(timeout=30))
+    caplog.set_level("INFO", logger="trio_heartbeat.client")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve_listeners, [listener])
+        config = ClientConfig(interval=interval)
+        async with connect_stream(await listener.connect(), config=config) as conn:
+            assert conn.negotiated is not None and conn.negotiated.interval == 15
+        nursery.cancel_scope.cancel()
+    grants = [r for r in caplog.records if "grants" in r.getMessage()]
+    assert [(r.levelname, r.getMessage()) for r in grants] == [
+        (
+            level,
+            f"<StapledStream> grants a heartbeat interval of 15 s, not the "
+            f"{interval:g} s asked (its timeout: 30 s)",
+        )
+    ]

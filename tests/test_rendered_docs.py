@@ -31,6 +31,7 @@ PAGES = [
     "install",
     "tutorials",
     "howto",
+    "mobile",
     "verdicts",
     "benchmarks",
     "reference",
@@ -123,9 +124,9 @@ def test_pages_link_to_the_previous_and_the_next(browser: Any) -> None:
     _open(browser, "tutorials", "desktop")
     links = browser.execute_script(
         "return [...document.querySelectorAll('.related-pages a')]"
-        ".map(a => a.getAttribute('href'))"
+        ".map(a => [a.className, a.getAttribute('href')])"
     )
-    assert links == ["install.html", "howto.html"]
+    assert sorted(links) == [["next-page", "howto.html"], ["prev-page", "install.html"]]
 
 
 def test_reference_explains_every_setting_and_links_trio(browser: Any) -> None:
@@ -133,8 +134,8 @@ def test_reference_explains_every_setting_and_links_trio(browser: Any) -> None:
     text = browser.execute_script("return document.body.innerText")
     # The #: comments of the settings classes render as parameter docs.
     assert (
-        "idle \N{EN DASH} Seconds without traffic before the first probe "
-        "(TCP_KEEPIDLE)." in text
+        "idle (float | None) \N{EN DASH} Seconds without traffic before the "
+        "first probe (TCP_KEEPIDLE)." in text
     )
     hrefs = browser.execute_script(
         "return [...document.querySelectorAll('a')].map(a => a.href)"

@@ -22,7 +22,7 @@ import trio
 
 from ._adaptive import IntervalChange, IntervalLearner
 from ._backoff import Backoff
-from ._config import ClientConfig, Negotiated
+from ._config import DEFAULT_INTERVAL, ClientConfig, Negotiated
 from ._connection import HeartbeatConnection
 from ._detector import PhiAccrual
 from ._groups import only, unwrap
@@ -153,8 +153,11 @@ async def _handshake(
         with trio.move_on_after(config.handshake_timeout):
             negotiated = await conn.handshake(_hello_fields(config, learner))
             if learner is None and negotiated.interval != config.interval:
-                # The server clamps the wish into [min_interval, timeout / 2].
-                logger.warning(
+                # The server clamps the wish into [min_interval, timeout / 2]:
+                # worth a warning when the interval was chosen, not defaulted.
+                chosen = config.interval != DEFAULT_INTERVAL
+                logger.log(
+                    logging.WARNING if chosen else logging.INFO,
                     "%s grants a heartbeat interval of %g s, not the %g s asked "
                     "(its timeout: %g s)",
                     conn.peer,
