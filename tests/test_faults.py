@@ -64,6 +64,11 @@ async def test_out_of_file_descriptors_is_survived() -> None:
             for peer in held[:5]:
                 await peer.stream.aclose()
             assert isinstance(await held[-1].receive(), Hello)
+            # Logged once per burst (not every 0.1 s retry), with the limit.
+            with trio.move_on_after(0.5):
+                await log.wait_for_count(b"accept returned EMFILE", 2)
+            assert log.data.count(b"accept returned EMFILE") == 1
+            assert f"all {FD_LIMIT} file descriptors".encode() in log.data
             fresh = await tcp_peer(port)
             await fresh.hello()
             for peer in [*held[5:], fresh]:

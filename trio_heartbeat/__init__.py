@@ -41,6 +41,7 @@ from ._legacy import LegacyHeartbeatTimeout as LegacyHeartbeatTimeout
 from ._legacy import open_legacy_connection as open_legacy_connection
 from ._legacy import serve_legacy_listeners as serve_legacy_listeners
 from ._legacy import serve_legacy_tcp as serve_legacy_tcp
+from ._metrics import ServerMetrics as ServerMetrics
 from ._protocol import DEFAULT_MAX_FRAME_SIZE as DEFAULT_MAX_FRAME_SIZE
 from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
 from ._protocol import Close as Close
@@ -151,6 +152,7 @@ __all__ = [
     "Role",
     "RttEstimator",
     "ServerConfig",
+    "ServerMetrics",
     "ServerStatistics",
     "Session",
     "SessionState",

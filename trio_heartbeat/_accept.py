@@ -28,11 +28,25 @@ ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
 ACCEPT_RETRY_SLEEP: Final = 0.1
 
 
+def _limit_note(code: int | None) -> str:
+    """For EMFILE: the descriptor limit that was reached."""
+    if code != errno.EMFILE:
+        return ""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not Unix
+        return ""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return f": all {soft} file descriptors of this process are in use"
+
+
 async def _accept_forever(
     listener: trio.abc.Listener[Any],
     handler_nursery: trio.Nursery,
     handler: Callable[[trio.abc.Stream], Awaitable[object]],
 ) -> NoReturn:
+    failed = 0  # accepts failed in this burst
+    burst_start = 0.0
     async with listener:
         while True:
             try:
@@ -40,14 +54,28 @@ async def _accept_forever(
             except OSError as exc:
                 if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
                     raise
-                logger.error(
-                    "accept returned %s (%s); retrying in %s s",
-                    errno.errorcode.get(exc.errno or 0, exc.errno),
-                    os.strerror(exc.errno or 0),
-                    ACCEPT_RETRY_SLEEP,
-                )
+                if not failed:  # once per burst, not every retry
+                    burst_start = trio.current_time()
+                    logger.error(
+                        "accept returned %s (%s)%s; retrying every %s s, "
+                        "waiting clients stay in the listen backlog",
+                        errno.errorcode.get(exc.errno or 0, exc.errno),
+                        os.strerror(exc.errno or 0),
+                        _limit_note(exc.errno),
+                        ACCEPT_RETRY_SLEEP,
+                        extra={"event": "accept_failed", "code": exc.errno},
+                    )
+                failed += 1
                 await trio.sleep(ACCEPT_RETRY_SLEEP)
             else:
+                if failed:
+                    logger.warning(
+                        "accepting again, after %d failed accepts over %.1f s",
+                        failed,
+                        trio.current_time() - burst_start,
+                        extra={"event": "accept_recovered"},
+                    )
+                    failed = 0
                 handler_nursery.start_soon(handler, stream)
 
 

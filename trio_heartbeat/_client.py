@@ -250,12 +250,21 @@ async def _apply_change(
         return
     if use is not None:
         use(change.new)
+    extra = {
+        "event": "interval",
+        "peer": conn.peer,
+        "old": change.old,
+        "new": change.new,
+        "reason": change.reason,
+        "network": learner.key,
+    }
     if change.new == change.old:
         logger.info(
             "%s: heartbeat interval stays at %g s (%s)",
             conn.peer,
             change.new,
             change.reason,
+            extra=extra,
         )
     else:
         logger.info(
@@ -264,6 +273,7 @@ async def _apply_change(
             change.old,
             change.new,
             change.reason,
+            extra=extra,
         )
     if learner.store is not None:
         await learner.store.save(learner.key, learner.state())
@@ -349,6 +359,13 @@ async def _heartbeat_loop(
                     conn.peer,
                     config.retries + 1,
                     verdict,
+                    extra={
+                        "event": "server_dead",
+                        "peer": conn.peer,
+                        "reason": "heartbeat_timeout",
+                        "pings": config.retries + 1,
+                        "duration": verdict,
+                    },
                 )
                 await conn.abort(
                     CloseInfo(
@@ -653,7 +670,20 @@ class Reconnector:
     def _failed(self, failure: BaseException, connecting: bool) -> None:
         self.last_failure = failure
         what = "could not connect to" if connecting else "connection ended to"
-        logger.warning("%s %s: %s", what, self.name, failure or type(failure).__name__)
+        reason = getattr(failure, "disconnect_reason", None)
+        logger.warning(
+            "%s %s: %s",
+            what,
+            self.name,
+            failure or type(failure).__name__,
+            extra={
+                "event": "connect_failed" if connecting else "connection_ended",
+                "peer": self.name,
+                "reason": None if reason is None else reason.name.lower(),
+                "code": getattr(failure, "code", None),
+                "detail": str(failure) or type(failure).__name__,
+            },
+        )
         failure.connecting = connecting  # type: ignore[attr-defined]
         if self.on_failure is not None:
             self.on_failure(failure, self.backoff.window())

@@ -17,12 +17,13 @@ else would notice, and the loop-lag figures operators watch.
 
 from __future__ import annotations
 
+import bisect
 import collections
 from typing import Final
 
 import trio
 
-__all__ = ["STALL_TOLERANCE", "LagMonitor", "StallLedger"]
+__all__ = ["LAG_BUCKETS", "STALL_TOLERANCE", "LagMonitor", "StallLedger"]
 
 #: Lateness up to this is ordinary scheduling (a busy batch, a short collection)
 #: and not a stall. Heartbeat timeouts are seconds; a tenth of one is noise.
@@ -30,6 +31,8 @@ STALL_TOLERANCE: Final = 0.1
 #: How often the probe wakes by default: nothing measurable in CPU (idle CPU
 #: stays 0.0 %), and the figures are at most a second old.
 PROBE_PERIOD: Final = 1.0
+#: Upper bounds (seconds) of the lateness histogram's buckets (then +Inf).
+LAG_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 #: Lateness samples kept for the "recent" percentile.
 RECENT: Final = 1024
 #: Stalls the ledger remembers (the oldest half is dropped past it). A server
@@ -94,7 +97,15 @@ class LagMonitor:
     1,024 wake-ups), in seconds.
     """
 
-    __slots__ = ("_recent", "lag_max", "ledger", "period", "wakeups")
+    __slots__ = (
+        "_recent",
+        "buckets",
+        "lag_max",
+        "lag_sum",
+        "ledger",
+        "period",
+        "wakeups",
+    )
 
     def __init__(
         self, period: float = PROBE_PERIOD, tolerance: float = STALL_TOLERANCE
@@ -102,6 +113,10 @@ class LagMonitor:
         self.period = period
         self.ledger = StallLedger(tolerance)
         self.lag_max = 0.0
+        #: Wake-ups per histogram bucket (LAG_BUCKETS, then the rest), not
+        #: cumulative; and the sum of all lateness, seconds.
+        self.buckets = [0] * (len(LAG_BUCKETS) + 1)
+        self.lag_sum = 0.0
         self.wakeups = 0
         self._recent: collections.deque[float] = collections.deque(maxlen=RECENT)
 
@@ -109,6 +124,8 @@ class LagMonitor:
         """A task woke at ``actual`` for ``expected``; the stall it reveals."""
         late = max(0.0, actual - expected)
         self.wakeups += 1
+        self.lag_sum += late
+        self.buckets[bisect.bisect_left(LAG_BUCKETS, late)] += 1
         self._recent.append(late)
         if late > self.lag_max:
             self.lag_max = late

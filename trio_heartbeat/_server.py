@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import hmac
 import logging
+import math
 import os
 import ssl
 import sys
@@ -38,7 +39,8 @@ from ._detector import PhiAccrual
 from ._groups import split_cancelled
 from ._keepalive import apply_keepalive
 from ._kicker import Kicker
-from ._lag import LagMonitor
+from ._lag import LAG_BUCKETS, LagMonitor
+from ._metrics import ServerMetrics, SessionTotals, frame_counts
 from ._protocol import CloseCode
 from ._session import (
     CloseInfo,
@@ -243,6 +245,8 @@ class HeartbeatServer:
         self._per_ip: collections.Counter[str] = collections.Counter()
         self._opened = 0
         self._disconnects: collections.Counter[DisconnectReason] = collections.Counter()
+        self._refusals: collections.Counter[str] = collections.Counter()
+        self._ended = SessionTotals()
         self._lag = LagMonitor(config.lag_probe_interval or 1.0)
         self._kicker = Kicker(
             config.timeout,
@@ -290,6 +294,45 @@ class HeartbeatServer:
             loop_lag_max=lag.lag_max,
             loop_lag_p99=lag.lag_p99(),
             stalled=lag.ledger.total,
+        )
+
+    def metrics(self) -> ServerMetrics:
+        """The server's figures now, connections open and ended alike, for
+        export to a metrics system (``serve --metrics-port`` serves them to
+        Prometheus). Takes time in proportion to the open connections: for
+        scrapes, not for every frame."""
+        totals = self._ended
+        bytes_received, bytes_sent = totals.bytes_received, totals.bytes_sent
+        pings, pongs_sent = totals.pings, totals.pongs_sent
+        frames = dict(totals.frames)
+        for conn in self._connections:
+            s = conn.session
+            bytes_received += s.bytes_received
+            bytes_sent += s.bytes_sent
+            pings += s.pings_received
+            pongs_sent += s.pongs_sent
+            for name, count in frame_counts(s).items():
+                frames[name] += count
+        lag = self._lag
+        bounds = (*LAG_BUCKETS, math.inf)
+        return ServerMetrics(
+            connections=len(self._connections),
+            connections_opened=self._opened,
+            handshake_failures=dict(self._refusals),
+            disconnects={
+                reason.name.lower(): count
+                for reason, count in self._disconnects.items()
+            },
+            pings_received=pings,
+            pongs_sent=pongs_sent,
+            frames_received=frames,
+            bytes_received=bytes_received,
+            bytes_sent=bytes_sent,
+            loop_lag_buckets=tuple(zip(bounds, lag.buckets, strict=True)),
+            loop_lag_count=lag.wakeups,
+            loop_lag_sum=lag.lag_sum,
+            loop_lag_max=lag.lag_max,
+            stalled_seconds=lag.ledger.total,
         )
 
     async def serve_listeners(
@@ -381,10 +424,17 @@ class HeartbeatServer:
                 self._index(conn, add=True)
                 # Serve: inline rather than a call, as this frame lives as long
                 # as the connection (a frame is ~0.35 KB of it).
+                interval = conn.negotiated.interval if conn.negotiated else 0
                 logger.info(
                     "connect %s (interval %g s)",
                     conn.peer,
-                    conn.negotiated.interval if conn.negotiated else 0,
+                    interval,
+                    extra={
+                        "event": "connect",
+                        "peer": conn.peer,
+                        "client_id": conn.client_id,
+                        "interval": interval,
+                    },
                 )
                 if self.on_connect is not None:
                     self.on_connect(conn)
@@ -631,11 +681,21 @@ class HeartbeatServer:
         waits for the client's answer, is reported by on_disconnect later)."""
         for conn in self._kicked:
             info = conn.session.close_info
+            reason = info.reason if info is not None else self._kick_reason
             logger.warning(
                 "kick %s: heartbeat timeout [CLOSE %d]: %s",
                 conn.peer,
                 CloseCode.HEARTBEAT_TIMEOUT,
-                info.reason if info is not None else self._kick_reason,
+                reason,
+                extra={
+                    "event": "kick",
+                    "peer": conn.peer,
+                    "client_id": conn.client_id,
+                    "reason": "heartbeat_timeout",
+                    "code": int(CloseCode.HEARTBEAT_TIMEOUT),
+                    "detail": reason,
+                    "silent": round(trio.current_time() - conn.last_received, 3),
+                },
             )
         self._kicked.clear()
 
@@ -662,11 +722,24 @@ class HeartbeatServer:
             assert info is not None
             category = info.disconnect_reason
             self._disconnects[category] += 1
+            self._ended.add(conn.session)
+            if not connected:
+                self._refusals["none" if info.code is None else str(info.code)] += 1
             detail = f": {info.reason}" if info.reason else ""
             shown = "" if info.code is None else f" [CLOSE {info.code}]"
             if category is not DisconnectReason.HEARTBEAT_TIMEOUT:  # logged at kick
-                logger.info("disconnect %s: %s%s%s", conn.peer, category.value,
-                            shown, detail)  # fmt: skip
+                logger.info(
+                    "disconnect %s: %s%s%s", conn.peer, category.value, shown, detail,
+                    extra={
+                        "event": "disconnect" if connected else "refuse",
+                        "peer": conn.peer,
+                        "client_id": conn.client_id,
+                        "reason": category.name.lower(),
+                        "code": info.code,
+                        "detail": info.reason,
+                        "by_peer": info.by_peer,
+                    },
+                )  # fmt: skip
             if connected:
                 if self.on_disconnect is not None:
                     self.on_disconnect(conn, category)

@@ -279,6 +279,7 @@ class Session:
         "bytes_received",
         "bytes_sent",
         "close_info",
+        "data_received",
         "detector",
         "frames_received",
         "frames_sent",
@@ -340,6 +341,8 @@ class Session:
         self.bytes_received = 0
         self.pings_sent = 0
         self.pings_received = 0
+        #: DATA frames received.
+        self.data_received = 0
         self.pongs_sent = 0
         self.pongs_received = 0
         #: When bytes were last written / received (the caller's clock).
@@ -771,6 +774,7 @@ class Session:
         events.append(frame)
 
     def _on_data(self, frame: Data, now: float, events: list[Any]) -> None:
+        self.data_received += 1
         events.append(frame)
 
     def _on_ignored(self, frame: Frame, now: float, events: list[Any]) -> None:

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ._connect import run_connect
+from ._logging import setup_logging
 from ._options import (
     EXIT_USAGE,
     build_parser,
@@ -24,15 +25,6 @@ from ._options import (
 from ._serve import run_serve
 
 __all__ = ["main"]
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
-        force=True,
-    )
 
 
 def main(
@@ -50,7 +42,7 @@ def main(
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    _setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     if args.protocol == "seed":
         logging.getLogger("trio_heartbeat.cli").warning(
             "--protocol seed is deprecated; it is now called --protocol legacy"

@@ -124,6 +124,14 @@ def _add_detector(parser: argparse.ArgumentParser, config_class: type) -> None:
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="text: one readable line per event; json: one JSON object per line "
+        "(keys: time, level, logger, pid, event, message, and the event's "
+        "fields such as peer, client_id, reason, code)",
+    )
+    parser.add_argument(
         "--protocol",
         choices=["framed", "legacy", "seed"],
         default="framed",
@@ -271,6 +279,22 @@ def _add_serve(commands: Any) -> None:
         "limits such as --max-connections apply per worker (default 1)",
     )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    metrics = serve.add_argument_group(
+        "metrics", "Prometheus metrics (needs: pip install 'trio_heartbeat[metrics]')."
+    )
+    metrics.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="P",
+        help="serve /metrics on port P (with --workers: the supervisor, summing "
+        "the workers)",
+    )
+    metrics.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="H",
+        help="address for --metrics-port (default %(default)s)",
+    )
     _add_common(serve)
 
 
@@ -437,6 +461,18 @@ def _fields(args: argparse.Namespace, config_class: type) -> dict[str, Any]:
 def server_config(args: argparse.Namespace) -> ServerConfig:
     if args.workers < 1:
         raise UsageError(f"workers must be >= 1, not {args.workers!r}")
+    if args.metrics_port is not None:
+        if not 0 <= args.metrics_port <= 65535:
+            raise UsageError(f"--metrics-port must be 0-65535, not {args.metrics_port}")
+        if args.protocol in LEGACY_PROTOCOLS:
+            raise UsageError("--metrics-port needs the framed protocol")
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            raise UsageError(
+                "--metrics-port needs prometheus_client: "
+                "pip install 'trio_heartbeat[metrics]'"
+            ) from None
     fields = _fields(args, ServerConfig)
     fields.update(
         token=read_token(args.token_file),

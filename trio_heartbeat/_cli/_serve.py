@@ -18,6 +18,7 @@ from trio_heartbeat import (
     HeartbeatConnection,
     HeartbeatServer,
     ServerConfig,
+    ServerMetrics,
     per_message,
     serve_legacy_listeners,
 )
@@ -49,6 +50,32 @@ async def echo_upper(conn: HeartbeatConnection, data: bytes) -> None:
     await conn.send(data.upper())
 
 
+def raise_fd_limit() -> None:
+    """Raise the soft limit on open file descriptors to the hard one, as
+    nginx's ``worker_rlimit_nofile`` does: each connection holds one, and the
+    usual soft default (1,024) would cap the server near 1,000 clients. Logs
+    the resulting capacity."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not Unix
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as exc:
+            logger.warning("could not raise the file descriptor limit: %s", exc)
+        else:
+            soft = target
+    logger.info(
+        "file descriptors: up to %s, room for about %s connections",
+        soft,
+        "unlimited" if soft == resource.RLIM_INFINITY else max(0, soft - 50),
+        extra={"event": "fd_limit"},
+    )
+
+
 def _freeze_startup_objects() -> None:
     """Take what startup made (modules, classes, the Trio runtime: objects that
     live as long as the process) out of the cyclic garbage collector's reach.
@@ -69,7 +96,9 @@ async def _serve(
     legacy: bool,
     reuse_port: bool,
     tls: ssl.SSLContext | None,
+    metrics: tuple[str, int] | None = None,
 ) -> int:
+    raise_fd_limit()
     try:
         if reuse_port:  # a worker of `serve --workers N`
             tcp: list[Any] = [await open_reuse_port_listener(host, port)]
@@ -88,6 +117,20 @@ async def _serve(
         serve = partial(server.serve_listeners, tcp)
     async with trio.open_nursery() as nursery:
         listeners: list[Any] = await nursery.start(serve)
+        metrics_address = None
+        if metrics is not None and server is not None:
+            from trio_heartbeat._prometheus import serve_metrics
+
+            async def snapshot(server: HeartbeatServer = server) -> ServerMetrics:
+                return server.metrics()
+
+            try:
+                metrics_address = await nursery.start(serve_metrics, snapshot, *metrics)
+            except OSError as exc:
+                print(f"cannot serve metrics on {metrics[0]}:{metrics[1]}: {exc}",
+                      file=sys.stderr)  # fmt: skip
+                nursery.cancel_scope.cancel()
+                return EXIT_CONNECTION
         _freeze_startup_objects()
         # SIGUSR1 logs a status line (tasks, descriptors, memory) and goes on.
         # The handlers are in place before "listening" is printed, so whoever
@@ -101,6 +144,10 @@ async def _serve(
                 address = inner.socket.getsockname()
                 shown = f"[{address[0]}]" if ":" in address[0] else address[0]
                 print(f"listening on {shown}:{address[1]}", flush=True)
+            if metrics_address is not None:
+                host_shown, metrics_port = metrics_address
+                print(f"metrics on http://{host_shown}:{metrics_port}/metrics",
+                      flush=True)  # fmt: skip
             async for signum in signals:
                 if signum in status_signals:
                     logger.warning("status: %s", _status_line(server))
@@ -134,8 +181,17 @@ def _run_workers(args: argparse.Namespace, argv: Sequence[str]) -> int:
     except ReusePortUnavailable as exc:
         print(f"python -m trio_heartbeat serve: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    forwarded = strip_options(argv, ("--workers", "--host", "--port"))
-    return trio.run(supervise, args.workers, args.host, args.port, forwarded)
+    forwarded = strip_options(
+        argv, ("--workers", "--host", "--port", "--metrics-port", "--metrics-host")
+    )
+    metrics = None
+    if args.metrics_port is not None:
+        # Each worker serves its figures on a loopback port of its own; the
+        # supervisor answers scrapes with their sum.
+        forwarded += ["--metrics-host", "127.0.0.1", "--metrics-port", "0"]
+        metrics = (args.metrics_host, args.metrics_port)
+    raise_fd_limit()
+    return trio.run(supervise, args.workers, args.host, args.port, forwarded, metrics)
 
 
 def run_serve(
@@ -148,4 +204,9 @@ def run_serve(
     if args.workers > 1:
         return _run_workers(args, argv)
     legacy = args.protocol in LEGACY_PROTOCOLS
-    return trio.run(_serve, config, args.host, args.port, legacy, args.reuse_port, tls)
+    metrics = None
+    if args.metrics_port is not None:
+        metrics = (args.metrics_host, args.metrics_port)
+    return trio.run(
+        _serve, config, args.host, args.port, legacy, args.reuse_port, tls, metrics
+    )

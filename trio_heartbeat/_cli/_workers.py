@@ -19,6 +19,8 @@ from typing import Final
 
 import trio
 
+from trio_heartbeat import ServerMetrics
+
 __all__ = ["open_reuse_port_listener", "supervise"]
 
 logger = logging.getLogger("trio_heartbeat.workers")
@@ -61,13 +63,25 @@ async def open_reuse_port_listener(host: str, port: int) -> trio.SocketListener:
     return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
 
 
+async def _read_line(stream: trio.abc.ReceiveStream) -> bytes:
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = await stream.receive_some(1)
+        if not chunk:
+            break
+        line += chunk
+    return line
+
+
 async def _run_worker(
     index: int,
     command: list[str],
     ready: trio.MemorySendChannel[int],
     stopping: trio.Event,
+    metrics: dict[int, tuple[str, int]],
 ) -> None:
-    """Run worker ``index``, restarting it whenever it dies unasked."""
+    """Run worker ``index``, restarting it whenever it dies unasked. While it
+    runs, ``metrics[index]`` is where it serves its figures (if it does)."""
     while not stopping.is_set():
         started = trio.current_time()
         async with trio.open_nursery() as nursery:
@@ -75,13 +89,16 @@ async def _run_worker(
                 partial(trio.run_process, command, stdout=subprocess.PIPE, check=False)
             )
             assert process.stdout is not None
-            line = b""
-            while not line.endswith(b"\n"):
-                chunk = await process.stdout.receive_some(1)
-                if not chunk:
-                    break
-                line += chunk
+            line = await _read_line(process.stdout)
             if line.startswith(b"listening on"):
+                if "--metrics-port" in command:
+                    shown = await _read_line(
+                        process.stdout
+                    )  # metrics on http://H:P/...
+                    address = shown.decode().strip().split("//", 1)[-1]
+                    host, _, port = address.split("/", 1)[0].rpartition(":")
+                    if port.isdigit():
+                        metrics[index] = (host, int(port))
                 logger.info("worker %d (pid %d) ready", index, process.pid)
                 await ready.send(index)
 
@@ -90,7 +107,10 @@ async def _run_worker(
                 process.send_signal(signal.SIGTERM)
 
             nursery.start_soon(forward_stop)
-            code = await process.wait()
+            try:
+                code = await process.wait()
+            finally:
+                metrics.pop(index, None)  # no stale figures from a dead worker
             nursery.cancel_scope.cancel()
         if stopping.is_set():
             logger.info("worker %d stopped (exit %d)", index, code)
@@ -101,13 +121,38 @@ async def _run_worker(
             await trio.sleep(RESTART_DELAY)
 
 
+async def _workers_total(addresses: dict[int, tuple[str, int]]) -> ServerMetrics:
+    """The live workers' figures, added up (a worker that does not answer in
+    time is left out, and logged)."""
+    from trio_heartbeat._prometheus import fetch_metrics
+
+    parts: list[ServerMetrics] = []
+
+    async def fetch(index: int, host: str, port: int) -> None:
+        try:
+            parts.append(await fetch_metrics(host, port))
+        except (OSError, trio.TooSlowError, ValueError) as exc:
+            logger.warning("worker %d gave no metrics: %r", index, exc)
+
+    async with trio.open_nursery() as nursery:
+        for index, (host, port) in list(addresses.items()):
+            nursery.start_soon(fetch, index, host, port)
+    return ServerMetrics.total(parts)
+
+
 async def supervise(
-    workers: int, host: str, port: int, worker_args: Sequence[str]
+    workers: int,
+    host: str,
+    port: int,
+    worker_args: Sequence[str],
+    metrics: tuple[str, int] | None = None,
 ) -> int:
     """Start ``workers`` copies of ``serve`` on ``host:port``; return the exit code.
 
     ``port`` 0 picks a free port for all of them. Prints one ``listening on
-    HOST:PORT`` line once every worker is ready.
+    HOST:PORT`` line once every worker is ready. With ``metrics`` (host, port),
+    serves ``/metrics`` there: the sum of the workers' own (they must be
+    started with ``--metrics-port``).
     """
     # Hold the port (bound, not listening) so port 0 resolves once for all.
     holder = _reuse_port_socket(host, port)
@@ -116,31 +161,52 @@ async def supervise(
                "--port", str(port), "--reuse-port", *worker_args]  # fmt: skip
     stopping = trio.Event()
     send_ready, receive_ready = trio.open_memory_channel[int](workers)
+    addresses: dict[int, tuple[str, int]] = {}
+    metrics_address = None
     try:
-        async with trio.open_nursery() as nursery:
-            for index in range(workers):
-                nursery.start_soon(_run_worker, index, command, send_ready, stopping)
-            started: set[int] = set()
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as outer:
+            if metrics is not None:
+                from trio_heartbeat._prometheus import serve_metrics
 
-                async def announce() -> None:
-                    async for index in receive_ready:
-                        started.add(index)
-                        if len(started) == workers:
-                            shown = f"[{host}]" if ":" in host else host
-                            print(f"listening on {shown}:{port}", flush=True)
-                            holder.close()
-                            return
-
-                nursery.start_soon(announce)
-                async for signum in signals:
-                    logger.info(
-                        "%s received: stopping %d workers",
-                        signal.Signals(signum).name,
-                        workers,
+                metrics_address = await outer.start(
+                    serve_metrics, partial(_workers_total, addresses), *metrics
+                )
+            async with trio.open_nursery() as nursery:
+                for index in range(workers):
+                    nursery.start_soon(
+                        _run_worker, index, command, send_ready, stopping, addresses
                     )
-                    stopping.set()
-                    break
+                started: set[int] = set()
+                with trio.open_signal_receiver(
+                    signal.SIGINT, signal.SIGTERM
+                ) as signals:
+
+                    async def announce() -> None:
+                        async for index in receive_ready:
+                            started.add(index)
+                            if len(started) == workers:
+                                shown = f"[{host}]" if ":" in host else host
+                                print(f"listening on {shown}:{port}", flush=True)
+                                if metrics_address is not None:
+                                    m_host, m_port = metrics_address
+                                    print(
+                                        f"metrics on http://{m_host}:{m_port}/metrics",
+                                        flush=True,
+                                    )
+                                holder.close()
+                                return
+
+                    nursery.start_soon(announce)
+                    async for signum in signals:
+                        logger.info(
+                            "%s received: stopping %d workers",
+                            signal.Signals(signum).name,
+                            workers,
+                        )
+                        stopping.set()
+                        break
+            # Every worker has stopped: so does the metrics endpoint.
+            outer.cancel_scope.cancel()
     finally:
         holder.close()
     return 0

@@ -1,0 +1,165 @@
+"""A server's figures as one typed snapshot: what metrics systems export.
+
+Nothing here is counted on the heartbeat path. Each connection's session
+already counts its frames and bytes in plain integers; the server adds a
+connection's counts to its totals once, when the connection ends, and a
+snapshot sums the totals and the open connections' counts at the moment it is
+taken (a scrape). :mod:`trio_heartbeat._prometheus` turns snapshots into the
+Prometheus text format; ``serve --workers`` adds the workers' snapshots up.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from ._lag import LAG_BUCKETS
+
+__all__ = ["FRAME_TYPES", "ServerMetrics", "SessionTotals"]
+
+#: The ``type`` label values of ``frames_received``.
+FRAME_TYPES = ("hello", "data", "ping", "pong", "close")
+
+
+class SessionTotals:
+    """Counts of connections that ended, kept by a server."""
+
+    __slots__ = ("bytes_received", "bytes_sent", "frames", "pings", "pongs_sent")
+
+    def __init__(self) -> None:
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.pings = 0
+        self.pongs_sent = 0
+        #: Frames received, by FRAME_TYPES.
+        self.frames = dict.fromkeys(FRAME_TYPES, 0)
+
+    def add(self, session: Any) -> None:
+        """Add one session's counts (:class:`~trio_heartbeat.Session`)."""
+        self.bytes_received += session.bytes_received
+        self.bytes_sent += session.bytes_sent
+        self.pings += session.pings_received
+        self.pongs_sent += session.pongs_sent
+        frames = self.frames
+        for name, count in frame_counts(session).items():
+            frames[name] += count
+
+
+def frame_counts(session: Any) -> dict[str, int]:
+    """A session's frames received, by type. HELLO and CLOSE are not counted
+    one by one (there is at most one of each): they are what remains."""
+    info = session.close_info
+    close = 1 if info is not None and info.by_peer and info.code is not None else 0
+    counted = session.pings_received + session.pongs_received + session.data_received
+    return {
+        "hello": max(0, session.frames_received - counted - close),
+        "data": session.data_received,
+        "ping": session.pings_received,
+        "pong": session.pongs_received,
+        "close": close,
+    }
+
+
+@attrs.frozen(kw_only=True)
+class ServerMetrics:
+    """A :class:`HeartbeatServer`'s figures at one moment
+    (:meth:`HeartbeatServer.metrics`), for applications that export them to a
+    metrics system of their own. Counts are since the server was made."""
+
+    #: Connections open now (handshaking included).
+    connections: int = 0
+    #: Connections accepted in all.
+    connections_opened: int = 0
+    #: Connections refused before or during the handshake, by the CLOSE code
+    #: they got (``"none"``: the stream ended first).
+    handshake_failures: Mapping[str, int] = attrs.field(factory=dict)
+    #: Connections that ended, by :class:`DisconnectReason` name in lower case
+    #: (``heartbeat_timeout``, ``closed_by_peer``, ``too_many_pings``...).
+    disconnects: Mapping[str, int] = attrs.field(factory=dict)
+    #: PINGs received and PONGs sent.
+    pings_received: int = 0
+    pongs_sent: int = 0
+    #: Frames received, by type (``hello``, ``data``, ``ping``, ``pong``,
+    #: ``close``).
+    frames_received: Mapping[str, int] = attrs.field(factory=dict)
+    #: Bytes read and written, frames and partial frames alike.
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    #: The server's own scheduling lateness: wake-ups of its probe per
+    #: histogram bucket (upper bounds in seconds, ``inf`` last; not
+    #: cumulative), their count and their sum.
+    loop_lag_buckets: tuple[tuple[float, int], ...] = ()
+    loop_lag_count: int = 0
+    loop_lag_sum: float = 0.0
+    #: The worst lateness so far, seconds.
+    loop_lag_max: float = 0.0
+    #: Seconds the server was stalled (lateness beyond 0.1 s), counted against
+    #: no client's liveness.
+    stalled_seconds: float = 0.0
+    #: Worker processes summed into this snapshot (1 for one server).
+    workers: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (``inf`` written as the string ``"inf"``)."""
+        data = attrs.asdict(self)
+        data["loop_lag_buckets"] = [
+            ["inf" if math.isinf(le) else le, count]
+            for le, count in self.loop_lag_buckets
+        ]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ServerMetrics:
+        """The inverse of :meth:`to_json`."""
+        fields = dict(data)
+        fields["loop_lag_buckets"] = tuple(
+            (float(le), int(count)) for le, count in data.get("loop_lag_buckets", ())
+        )
+        return cls(**fields)
+
+    @classmethod
+    def total(cls, parts: Iterable[ServerMetrics]) -> ServerMetrics:
+        """Several servers' (workers') figures added up; the lag maximum is
+        the worst of them."""
+        parts = list(parts)
+        if not parts:
+            return cls(workers=0, loop_lag_buckets=empty_lag_buckets())
+
+        def summed(name: str) -> Any:
+            return sum(getattr(part, name) for part in parts)
+
+        def merged(name: str) -> dict[str, int]:
+            out: dict[str, int] = {}
+            for part in parts:
+                for key, value in getattr(part, name).items():
+                    out[key] = out.get(key, 0) + value
+            return out
+
+        buckets: dict[float, int] = {}
+        for part in parts:
+            for le, count in part.loop_lag_buckets:
+                buckets[le] = buckets.get(le, 0) + count
+        return cls(
+            connections=summed("connections"),
+            connections_opened=summed("connections_opened"),
+            handshake_failures=merged("handshake_failures"),
+            disconnects=merged("disconnects"),
+            pings_received=summed("pings_received"),
+            pongs_sent=summed("pongs_sent"),
+            frames_received=merged("frames_received"),
+            bytes_received=summed("bytes_received"),
+            bytes_sent=summed("bytes_sent"),
+            loop_lag_buckets=tuple(sorted(buckets.items())),
+            loop_lag_count=summed("loop_lag_count"),
+            loop_lag_sum=summed("loop_lag_sum"),
+            loop_lag_max=max(part.loop_lag_max for part in parts),
+            stalled_seconds=summed("stalled_seconds"),
+            workers=summed("workers"),
+        )
+
+
+def empty_lag_buckets() -> tuple[tuple[float, int], ...]:
+    return (*((le, 0) for le in LAG_BUCKETS), (math.inf, 0))
