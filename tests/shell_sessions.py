@@ -189,6 +189,11 @@ _NORMALISE = [
     (re.compile(r"\[\d+\]"), "[<pid>]"),
     (re.compile(r"127\.0\.0\.1:(?!5005\b)\d+"), "127.0.0.1:<port>"),
     (re.compile(r"\b\d+\.\d+ ms\b"), "<n> ms"),
+    # JSON log lines (--log-format json).
+    (re.compile(r'"time": "[^"]+"'), '"time": "<time>"'),
+    (re.compile(r'"pid": \d+'), '"pid": <pid>'),
+    # The machine's own descriptor limit.
+    (re.compile(r"up to \d+, room for about \d+"), "up to <n>, room for about <n>"),
     (re.compile(r"\bin \d+\.\d+s\b"), "in <n>s"),
 ]
 

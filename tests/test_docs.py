@@ -144,3 +144,30 @@ def test_adaptive_picture_matches_its_recorded_run() -> None:
     assert summary["learned_interval_s"] < summary["nat_limit_s"]
     assert summary["links_lost"] == 1
     assert summary["links_lost_after_settling"] == 0
+
+
+def test_the_production_examples_name_what_exists() -> None:
+    """alerts.yml names only metrics the server exports; the systemd unit's
+    ExecStart is a command line ``serve`` accepts."""
+    from trio_heartbeat import ServerMetrics
+    from trio_heartbeat._cli._options import build_parser, server_config
+    from trio_heartbeat._metrics import empty_lag_buckets
+    from trio_heartbeat._prometheus import render
+
+    full = ServerMetrics(
+        handshake_failures={"7": 1},
+        disconnects={"heartbeat_timeout": 1},
+        frames_received={"ping": 1},
+        loop_lag_buckets=empty_lag_buckets(),
+    )
+    exported = set(re.findall(r"^(trio_heartbeat_\w+)", render(full).decode(), re.M))
+    alerts = (DOCS / "examples" / "alerts.yml").read_text()
+    named = set(re.findall(r"trio_heartbeat_\w+", alerts))
+    assert named and named <= exported, named - exported
+    unit = (DOCS / "examples" / "trio-heartbeat.service").read_text()
+    command = re.search(r"^ExecStart=\S+ -m trio_heartbeat (.*)$", unit, re.M)
+    assert command is not None
+    args = build_parser().parse_args(command.group(1).split())
+    config = server_config(args)
+    assert (args.workers, args.metrics_port, args.log_format) == (2, 9105, "json")
+    assert config.timeout == 90

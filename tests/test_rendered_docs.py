@@ -32,6 +32,7 @@ PAGES = [
     "tutorials",
     "howto",
     "mobile",
+    "production",
     "verdicts",
     "benchmarks",
     "reference",
