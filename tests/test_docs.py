@@ -165,6 +165,7 @@ def test_the_production_examples_name_what_exists() -> None:
     named = set(re.findall(r"trio_heartbeat_\w+", alerts))
     assert named and named <= exported, named - exported
     unit = (DOCS / "examples" / "trio-heartbeat.service").read_text()
+    unit = unit.replace("\\\n", " ")  # systemd's line continuations
     command = re.search(r"^ExecStart=\S+ -m trio_heartbeat (.*)$", unit, re.M)
     assert command is not None
     args = build_parser().parse_args(command.group(1).split())

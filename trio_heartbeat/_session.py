@@ -733,6 +733,11 @@ class Session:
                 if code == CloseCode.TOO_MANY_PINGS
                 else DisconnectReason.PROTOCOL_ERROR
             )
+        # The peer's bytes are the cause; our frames say nothing about them.
+        # Dropped, the traceback cannot tie the error, the frames that raised
+        # it and the events list holding it into a cycle that only the cyclic
+        # collector could free (the connection with it).
+        error.__traceback__ = None
         self._input_done = True  # what follows a violation is discarded
         if self.state is SessionState.CLOSING or self.state is SessionState.CLOSED:
             # Our CLOSE is out already: the rest is discarded.
