@@ -295,16 +295,7 @@ async def _heartbeat_loop(
     # Never PING closer together than the server allows.
     retry_interval = max(config.retry_interval, negotiated.min_interval)
     if config.detector == "phi":
-        conn.session.detector = PhiAccrual(
-            None,
-            threshold=config.phi_threshold,
-            min_std=config.phi_min_std or retry_interval / 10,
-            acceptable_pause=(
-                retry_interval
-                if config.phi_acceptable_pause is None
-                else config.phi_acceptable_pause
-            ),
-        )
+        conn.session.detector = PhiAccrual.from_settings(config, None, retry_interval)
     schedule = RetrySchedule(
         negotiated.interval,
         retry_interval,

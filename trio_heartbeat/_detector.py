@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from functools import cache
-from typing import Final
+from typing import Any, Final
 
 __all__ = ["WINDOW", "PhiAccrual", "phi", "suspicion_after"]
 
@@ -101,6 +101,24 @@ class PhiAccrual:
         self.mean = 0.0 if first_gap is None else first_gap
         self.variance = (self.mean / 4) ** 2
         self.samples = 0 if first_gap is None else 1
+
+    @classmethod
+    def from_settings(
+        cls, settings: Any, first_gap: float | None, scale: float
+    ) -> PhiAccrual:
+        """A detector from a config's ``phi_*`` fields (client or server);
+        ``scale`` (the expected gap) sets the defaults: a standard deviation
+        floor of a tenth of it, and a pause of it that is not suspicious."""
+        return cls(
+            first_gap,
+            threshold=settings.phi_threshold,
+            min_std=settings.phi_min_std or scale / 10,
+            acceptable_pause=(
+                scale
+                if settings.phi_acceptable_pause is None
+                else settings.phi_acceptable_pause
+            ),
+        )
 
     @property
     def std(self) -> float:

@@ -37,6 +37,14 @@ class SessionTotals:
         #: Frames received, by FRAME_TYPES.
         self.frames = dict.fromkeys(FRAME_TYPES, 0)
 
+    def copy(self) -> SessionTotals:
+        """These counts, to add more to without changing them."""
+        copied = SessionTotals()
+        copied.bytes_received, copied.bytes_sent = self.bytes_received, self.bytes_sent
+        copied.pings, copied.pongs_sent = self.pings, self.pongs_sent
+        copied.frames = dict(self.frames)
+        return copied
+
     def add(self, session: Any) -> None:
         """Add one session's counts (:class:`~trio_heartbeat.Session`)."""
         self.bytes_received += session.bytes_received

@@ -40,7 +40,7 @@ from ._groups import split_cancelled
 from ._keepalive import apply_keepalive
 from ._kicker import Kicker
 from ._lag import LAG_BUCKETS, LagMonitor
-from ._metrics import ServerMetrics, SessionTotals, frame_counts
+from ._metrics import ServerMetrics, SessionTotals
 from ._protocol import CloseCode
 from ._session import (
     CloseInfo,
@@ -301,18 +301,9 @@ class HeartbeatServer:
         export to a metrics system (``serve --metrics-port`` serves them to
         Prometheus). Takes time in proportion to the open connections: for
         scrapes, not for every frame."""
-        totals = self._ended
-        bytes_received, bytes_sent = totals.bytes_received, totals.bytes_sent
-        pings, pongs_sent = totals.pings, totals.pongs_sent
-        frames = dict(totals.frames)
+        totals = self._ended.copy()
         for conn in self._connections:
-            s = conn.session
-            bytes_received += s.bytes_received
-            bytes_sent += s.bytes_sent
-            pings += s.pings_received
-            pongs_sent += s.pongs_sent
-            for name, count in frame_counts(s).items():
-                frames[name] += count
+            totals.add(conn.session)
         lag = self._lag
         bounds = (*LAG_BUCKETS, math.inf)
         return ServerMetrics(
@@ -323,11 +314,11 @@ class HeartbeatServer:
                 reason.name.lower(): count
                 for reason, count in self._disconnects.items()
             },
-            pings_received=pings,
-            pongs_sent=pongs_sent,
-            frames_received=frames,
-            bytes_received=bytes_received,
-            bytes_sent=bytes_sent,
+            pings_received=totals.pings,
+            pongs_sent=totals.pongs_sent,
+            frames_received=totals.frames,
+            bytes_received=totals.bytes_received,
+            bytes_sent=totals.bytes_sent,
             loop_lag_buckets=tuple(zip(bounds, lag.buckets, strict=True)),
             loop_lag_count=lag.wakeups,
             loop_lag_sum=lag.lag_sum,
@@ -567,15 +558,8 @@ class HeartbeatServer:
                 session.max_ping_strikes = config.max_ping_strikes
                 if config.detector == "phi":
                     interval = negotiated.interval
-                    session.detector = PhiAccrual(
-                        interval,
-                        threshold=config.phi_threshold,
-                        min_std=config.phi_min_std or interval / 10,
-                        acceptable_pause=(
-                            interval
-                            if config.phi_acceptable_pause is None
-                            else config.phi_acceptable_pause
-                        ),
+                    session.detector = PhiAccrual.from_settings(
+                        config, interval, interval
                     )
             try:
                 await conn.accept(negotiated)
