@@ -17,6 +17,26 @@
  * until its CLOSE frame. Prints one line "late L1 L2 ...": for each
  * connection, when its CLOSE arrived - (when its PING was sent + TIMEOUT), in
  * seconds. Exits 1 if a connection ends without a CLOSE.
+ *
+ * Run:   loadgen scale PORT SOURCE_IP CONNECTIONS INTERVAL TIMEOUT OUTFILE
+ *
+ * Many connections, as real clients keep them (benchmarks/scale.py runs
+ * several of these at once, each from its own SOURCE_IP in 127.0.0.0/8: one
+ * address has about 28,000 ephemeral ports). Opens CONNECTIONS from SOURCE_IP,
+ * at most WINDOW handshakes at a time (HELLO proposing INTERVAL), prints
+ * "connected N SECONDS", then takes commands on stdin, one per line:
+ *   ping       every connection sends a PING every INTERVAL seconds, the
+ *              connections spread evenly over it; each PONG's latency is kept
+ *   silent K   the first K connections send one last PING together, then
+ *              stay silent: each CLOSE(1) must come TIMEOUT after it
+ *   stop       stop sending, wait up to 5 s for the PONGs still owed, write
+ *              the latencies to OUTFILE ("pong SECONDS" and "kick SECONDS"
+ *              lines; kick: CLOSE(1) arrival - (last PING sent + TIMEOUT)),
+ *              print "done sent S answered A unanswered U kicked K
+ *              unexpected E" and exit
+ * and prints "tick SENT ANSWERED KICKED WORST_MS" every second meanwhile.
+ * "Unexpected" counts connections ended by the server (or a CLOSE) without
+ * having been told to stay silent.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -24,10 +44,12 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -184,9 +206,232 @@ static int silent(int port, int conns, double timeout) {
     return 0;
 }
 
+/* ---- scale mode ---------------------------------------------------------- */
+
+#define WINDOW 64          /* handshakes in flight */
+#define STDIN_TAG UINT32_MAX
+
+struct conn {
+    int fd;
+    int state;             /* 0 connecting, 1 HELLO sent, 2 ready, 3 gone */
+    int silent;            /* told to stay silent: a CLOSE(1) is due */
+    double ping_sent;      /* when the PING in flight was sent, 0 if none */
+    double last_ping;      /* when the last PING was sent */
+    struct parser parser;
+};
+
+struct samples {
+    double *values;
+    size_t size, capacity;
+};
+
+static void keep(struct samples *s, double value) {
+    if (s->size == s->capacity) {
+        s->capacity = s->capacity ? 2 * s->capacity : 65536;
+        s->values = realloc(s->values, s->capacity * sizeof(double));
+        if (!s->values) die("realloc");
+    }
+    s->values[s->size++] = value;
+}
+
+static void raise_fd_limit(void) {
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) == 0) {
+        limit.rlim_cur = limit.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &limit);
+    }
+}
+
+static int open_one(const struct sockaddr_in *server, const struct sockaddr_in *source,
+                    int ep, uint32_t index) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (fd < 0) die("socket");
+    int one = 1;
+    /* The port is chosen at connect(), per destination: ports are not used up
+     * by the bind. */
+    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)source, sizeof(*source)) < 0) die("bind");
+    if (connect(fd, (const struct sockaddr *)server, sizeof(*server)) < 0 &&
+        errno != EINPROGRESS)
+        die("connect");
+    struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = index};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll_ctl");
+    return fd;
+}
+
+static int scale(int port, const char *source_ip, int count, double interval,
+                 double timeout, const char *outfile) {
+    raise_fd_limit();
+    struct sockaddr_in server = {.sin_family = AF_INET, .sin_port = htons(port)};
+    server.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct sockaddr_in source = {.sin_family = AF_INET};
+    if (inet_pton(AF_INET, source_ip, &source.sin_addr) != 1) die("source address");
+    char hello[128];
+    int json = snprintf(hello + 2, sizeof(hello) - 2,
+                        "{\"version\":1,\"interval\":%g}", interval);
+    hello[0] = 0x01;
+    hello[1] = (char)json;  /* < 128: one LEB128 byte */
+    size_t hello_size = (size_t)json + 2;
+
+    struct conn *conns = calloc((size_t)count, sizeof(struct conn));
+    int ep = epoll_create1(0);
+    struct epoll_event in = {.events = EPOLLIN, .data.u32 = STDIN_TAG};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, 0, &in) < 0) die("epoll_ctl stdin");
+    struct samples pongs = {0}, kicks = {0};
+    long long sent = 0, answered = 0, kicked = 0, unexpected = 0;
+    int opened = 0, ready = 0, in_flight = 0, silent_count = 0;
+    int pinging = 0, stopping = 0;
+    double start = now(), pace_start = 0, stop_until = 0, next_tick = start + 1;
+    double worst = 0;
+    long long next_seq = 0;  /* PINGs are sent in order: seq % count */
+    struct epoll_event events[1024];
+    char buf[65536], line[256];
+    size_t line_size = 0;
+
+    for (;;) {
+        while (opened < count && in_flight < WINDOW) {
+            conns[opened].fd = open_one(&server, &source, ep, (uint32_t)opened);
+            opened++;
+            in_flight++;
+        }
+        double t = now();
+        if (ready == count && opened == count && in_flight == 0 && start > 0) {
+            printf("connected %d %.3f\n", count, t - start);
+            fflush(stdout);
+            start = 0;  /* printed */
+        }
+        int wait_ms = 100;
+        if (pinging && !stopping) {
+            double due = pace_start + (double)next_seq * interval / count;
+            while (due <= t) {
+                struct conn *c = &conns[next_seq % count];
+                next_seq++;
+                if (c->state == 2 && !c->silent && c->ping_sent == 0) {
+                    write_all(c->fd, "\x03\x00", 2);
+                    c->ping_sent = c->last_ping = now();
+                    sent++;
+                }
+                due = pace_start + (double)next_seq * interval / count;
+            }
+            wait_ms = (int)((due - t) * 1000);
+            if (wait_ms > 100) wait_ms = 100;
+        }
+        if (t >= next_tick) {
+            printf("tick %lld %lld %lld %.1f\n", sent, answered, kicked, worst * 1000);
+            fflush(stdout);
+            next_tick = t + 1;
+        }
+        if (stopping) {
+            long long owed = 0;
+            for (int i = 0; i < count; i++)
+                owed += conns[i].state == 2 && conns[i].ping_sent != 0;
+            if (owed == 0 || t >= stop_until) break;
+        }
+        int n = epoll_wait(ep, events, 1024, wait_ms < 0 ? 0 : wait_ms);
+        if (n < 0 && errno != EINTR) die("epoll_wait");
+        for (int e = 0; e < n; e++) {
+            uint32_t tag = events[e].data.u32;
+            if (tag == STDIN_TAG) {
+                ssize_t got = read(0, line + line_size, sizeof(line) - 1 - line_size);
+                if (got <= 0) { stopping = 1; stop_until = now() + 5; continue; }
+                line_size += (size_t)got;
+                char *nl;
+                while ((nl = memchr(line, '\n', line_size))) {
+                    *nl = 0;
+                    if (strcmp(line, "ping") == 0) {
+                        pinging = 1;
+                        pace_start = now();
+                        next_seq = 0;
+                    } else if (strncmp(line, "silent ", 7) == 0) {
+                        silent_count = atoi(line + 7);
+                        for (int i = 0; i < silent_count && i < count; i++) {
+                            struct conn *c = &conns[i];
+                            if (c->state != 2) continue;
+                            c->silent = 1;
+                            write_all(c->fd, "\x03\x00", 2);
+                            c->ping_sent = c->last_ping = now();
+                            sent++;
+                        }
+                    } else if (strcmp(line, "stop") == 0) {
+                        stopping = 1;
+                        stop_until = now() + 5;
+                    }
+                    size_t used = (size_t)(nl - line) + 1;
+                    memmove(line, nl + 1, line_size - used);
+                    line_size -= used;
+                }
+                continue;
+            }
+            struct conn *c = &conns[tag];
+            if (c->state == 0) {  /* connected (or failed): send HELLO */
+                int error = 0;
+                socklen_t size = sizeof(error);
+                getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &error, &size);
+                if (error) { errno = error; die("connect"); }
+                write_all(c->fd, hello, hello_size);
+                struct epoll_event ev = {.events = EPOLLIN, .data.u32 = tag};
+                if (epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev) < 0) die("epoll_ctl");
+                c->state = 1;
+                continue;
+            }
+            if (c->state == 3) continue;
+            ssize_t got = read(c->fd, buf, sizeof(buf));
+            double at = now();
+            if (got < 0 && errno == EAGAIN) continue;
+            int ended = got <= 0;
+            for (ssize_t k = 0; k < got && !ended; k++) {
+                int type = parse_byte(&c->parser, (unsigned char)buf[k]);
+                if (type == 0x01 && c->state == 1) {
+                    c->state = 2;
+                    ready++;
+                    in_flight--;
+                } else if (type == 0x04 && c->ping_sent != 0) {
+                    double latency = at - c->ping_sent;
+                    if (!c->silent) {
+                        keep(&pongs, latency);
+                        if (latency > worst) worst = latency;
+                    }
+                    c->ping_sent = 0;
+                    answered++;
+                } else if (type == 0x05) {
+                    ended = 1;
+                }
+            }
+            if (!ended) continue;
+            if (c->silent && got > 0) {
+                keep(&kicks, at - (c->last_ping + timeout));
+                kicked++;
+            } else {
+                if (c->state == 1) {
+                    fprintf(stderr, "connection %d refused in the handshake\n", tag);
+                    return 1;
+                }
+                unexpected++;
+            }
+            c->state = 3;
+            close(c->fd);
+        }
+    }
+    long long unanswered = 0;
+    for (int i = 0; i < count; i++)
+        unanswered += conns[i].state == 2 && !conns[i].silent && conns[i].ping_sent != 0;
+    FILE *out = fopen(outfile, "w");
+    if (!out) die("outfile");
+    for (size_t i = 0; i < pongs.size; i++) fprintf(out, "pong %.6f\n", pongs.values[i]);
+    for (size_t i = 0; i < kicks.size; i++) fprintf(out, "kick %.6f\n", kicks.values[i]);
+    fclose(out);
+    printf("done sent %lld answered %lld unanswered %lld kicked %lld unexpected %lld\n",
+           sent, answered, unanswered, kicked, unexpected);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc == 5 && strcmp(argv[1], "silent") == 0)
         return silent(atoi(argv[2]), atoi(argv[3]), atof(argv[4]));
+    if (argc == 8 && strcmp(argv[1], "scale") == 0)
+        return scale(atoi(argv[2]), argv[3], atoi(argv[4]), atof(argv[5]),
+                     atof(argv[6]), argv[7]);
     if (argc != 8) {
         fprintf(stderr, "usage: %s PORT CONNECTIONS SECONDS PIPELINE HANDSHAKE "
                         "PING_HEX REPLY_BYTES\n", argv[0]);

@@ -85,6 +85,10 @@ async def test_the_snapshot_counts_open_and_ended_connections(
         assert sum(count for _, count in ended.loop_lag_buckets) == (
             ended.loop_lag_count
         )
+        # One kick, at exactly its due time (virtual time: nothing is late).
+        assert ended.kick_lateness_count == 1
+        assert ended.kick_lateness_buckets[0] == (0.001, 1)
+        assert ended.kick_lateness_max == 0.0
         nursery.cancel_scope.cancel()
 
 
@@ -94,12 +98,16 @@ def test_snapshots_add_up_and_round_trip_through_json() -> None:
         pings_received=10, frames_received={"ping": 10, "data": 1},
         loop_lag_buckets=((0.001, 4), (float("inf"), 1)), loop_lag_count=5,
         loop_lag_sum=0.5, loop_lag_max=0.4,
+        kick_lateness_buckets=((0.001, 0), (0.005, 2), (float("inf"), 0)),
+        kick_lateness_count=2, kick_lateness_sum=0.006, kick_lateness_max=0.004,
     )  # fmt: skip
     two = ServerMetrics(
         connections=1, connections_opened=1, disconnects={"heartbeat_timeout": 1},
         pings_received=2, frames_received={"ping": 2},
         loop_lag_buckets=((0.001, 1), (float("inf"), 0)), loop_lag_count=1,
         loop_lag_sum=0.0, loop_lag_max=0.9,
+        kick_lateness_buckets=((0.001, 1), (0.005, 0), (float("inf"), 0)),
+        kick_lateness_count=1, kick_lateness_sum=0.0005, kick_lateness_max=0.0005,
     )  # fmt: skip
     total = ServerMetrics.total([one, two])
     assert total.workers == 2
@@ -108,6 +116,10 @@ def test_snapshots_add_up_and_round_trip_through_json() -> None:
     assert total.frames_received == {"ping": 12, "data": 1}
     assert total.loop_lag_buckets == ((0.001, 5), (float("inf"), 1))
     assert total.loop_lag_max == 0.9
+    assert total.kick_lateness_buckets == (
+        (0.001, 1), (0.005, 2), (float("inf"), 0),
+    )  # fmt: skip
+    assert (total.kick_lateness_count, total.kick_lateness_max) == (3, 0.004)
     assert ServerMetrics.from_json(json.loads(json.dumps(total.to_json()))) == total
     assert ServerMetrics.total([]).workers == 0
 
@@ -119,6 +131,8 @@ def test_the_prometheus_text_parses_with_the_expected_names() -> None:
         frames_received={"hello": 5, "ping": 10}, bytes_received=100, bytes_sent=90,
         loop_lag_buckets=((0.001, 4), (0.005, 1), (float("inf"), 1)),
         loop_lag_count=6, loop_lag_sum=0.25, loop_lag_max=0.2, stalled_seconds=0.0,
+        kick_lateness_buckets=((0.01, 3), (0.05, 1), (float("inf"), 0)),
+        kick_lateness_count=4, kick_lateness_sum=0.07, kick_lateness_max=0.04,
     )  # fmt: skip
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -140,6 +154,9 @@ def test_the_prometheus_text_parses_with_the_expected_names() -> None:
     assert samples[(p + "loop_lag_seconds_bucket", (("le", "+Inf"),))] == 6
     assert samples[(p + "loop_lag_seconds_count", ())] == 6
     assert samples[(p + "loop_lag_seconds_sum", ())] == 0.25
+    assert samples[(p + "kick_lateness_seconds_bucket", (("le", "0.05"),))] == 4
+    assert samples[(p + "kick_lateness_seconds_count", ())] == 4
+    assert samples[(p + "kick_lateness_max_seconds", ())] == 0.04
 
 
 async def _get(url: str) -> tuple[str, str]:

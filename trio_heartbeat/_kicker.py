@@ -42,7 +42,7 @@ from collections.abc import Callable, Collection
 import trio
 
 from ._connection import HeartbeatConnection
-from ._lag import STALL_TOLERANCE, LagMonitor
+from ._lag import STALL_TOLERANCE, Histogram, LagMonitor
 
 __all__ = ["Kicker"]
 
@@ -57,6 +57,10 @@ class Kicker:
     ``live`` is the server's set of connections still being served: an entry
     whose connection left it is dropped when it comes up. After :meth:`stop`,
     :meth:`run` returns as soon as ``live`` is empty.
+
+    :attr:`lateness` counts how late each kick came: when the kicker acted,
+    against when the rule made the connection due (stalls included in the
+    rule, so a kick held back by the server's own stall is not late).
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class Kicker:
         self._order = itertools.count()  # ties: no comparing connections
         self._wakeup = trio.Event()
         self._stopping = False
+        self.lateness = Histogram()
 
     def watch(self, conn: HeartbeatConnection) -> None:
         """Start watching ``conn``: kicked ``timeout`` after it was last heard
@@ -109,6 +114,7 @@ class Kicker:
         timeout = self.timeout
         monitor = self._monitor
         ledger = monitor.ledger
+        lateness = self.lateness
         wake = math.inf
         grace_until = -math.inf
         while True:
@@ -142,6 +148,7 @@ class Kicker:
                     heapq.heappush(heap, (due, next(self._order), conn))
                     continue
                 kicked = True
+                lateness.observe(now - due)
                 if self._kick(conn):
                     lingering.append((now + self.close_timeout, conn))
             if kicked and self._after_kicks is not None:

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import bisect
 import collections
+import math
 from typing import Final
 
 import trio
 
-__all__ = ["LAG_BUCKETS", "STALL_TOLERANCE", "LagMonitor", "StallLedger"]
+__all__ = ["LAG_BUCKETS", "STALL_TOLERANCE", "Histogram", "LagMonitor", "StallLedger"]
 
 #: Lateness up to this is ordinary scheduling (a busy batch, a short collection)
 #: and not a stall. Heartbeat timeouts are seconds; a tenth of one is noise.
@@ -38,6 +39,34 @@ RECENT: Final = 1024
 #: Stalls the ledger remembers (the oldest half is dropped past it). A server
 #: stalled every second for eighteen hours stays within it.
 MAX_STALLS: Final = 65536
+
+
+class Histogram:
+    """Durations counted per bucket in plain integers (what a Prometheus
+    histogram exports), plus the worst one seen: cheap enough to observe on
+    every event it measures."""
+
+    __slots__ = ("bounds", "count", "counts", "max", "sum")
+
+    def __init__(self, bounds: tuple[float, ...] = LAG_BUCKETS) -> None:
+        #: Upper bounds of the buckets, seconds (then +Inf).
+        self.bounds = bounds
+        #: Observations per bucket, not cumulative (the last: beyond every bound).
+        self.counts = [0] * (len(bounds) + 1)
+        self.count = 0
+        self.sum = 0.0
+        self.max = 0.0
+
+    def observe(self, value: float) -> None:
+        self.count += 1
+        self.sum += value
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        if value > self.max:
+            self.max = value
+
+    def buckets(self) -> tuple[tuple[float, int], ...]:
+        """``(upper bound, count)`` pairs, ``inf`` last."""
+        return tuple(zip((*self.bounds, math.inf), self.counts, strict=True))
 
 
 class StallLedger:
@@ -93,43 +122,31 @@ class LagMonitor:
     """A Trio task's view of the event loop: lag samples and the stall ledger.
 
     :meth:`run` wakes every ``period`` and records how late it woke. Its figures:
-    :attr:`lag_max` (the worst since start) and :meth:`lag_p99` (over the last
-    1,024 wake-ups), in seconds.
+    :attr:`lateness` (every wake-up, a histogram), :attr:`lag_max` (the worst
+    since start) and :meth:`lag_p99` (over the last 1,024 wake-ups), in seconds.
     """
 
-    __slots__ = (
-        "_recent",
-        "buckets",
-        "lag_max",
-        "lag_sum",
-        "ledger",
-        "period",
-        "wakeups",
-    )
+    __slots__ = ("_recent", "lateness", "ledger", "period")
 
     def __init__(
         self, period: float = PROBE_PERIOD, tolerance: float = STALL_TOLERANCE
     ) -> None:
         self.period = period
         self.ledger = StallLedger(tolerance)
-        self.lag_max = 0.0
-        #: Wake-ups per histogram bucket (LAG_BUCKETS, then the rest), not
-        #: cumulative; and the sum of all lateness, seconds.
-        self.buckets = [0] * (len(LAG_BUCKETS) + 1)
-        self.lag_sum = 0.0
-        self.wakeups = 0
+        self.lateness = Histogram(LAG_BUCKETS)
         self._recent: collections.deque[float] = collections.deque(maxlen=RECENT)
 
     def observe(self, expected: float, actual: float) -> float:
         """A task woke at ``actual`` for ``expected``; the stall it reveals."""
         late = max(0.0, actual - expected)
-        self.wakeups += 1
-        self.lag_sum += late
-        self.buckets[bisect.bisect_left(LAG_BUCKETS, late)] += 1
+        self.lateness.observe(late)
         self._recent.append(late)
-        if late > self.lag_max:
-            self.lag_max = late
         return self.ledger.observe(expected, actual)
+
+    @property
+    def lag_max(self) -> float:
+        """The worst lateness since start, seconds."""
+        return self.lateness.max
 
     def lag_p99(self) -> float:
         """The 99th percentile of recent lateness, seconds (0 before any)."""

@@ -71,6 +71,10 @@ def frame_counts(session: Any) -> dict[str, int]:
     }
 
 
+def empty_lag_buckets() -> tuple[tuple[float, int], ...]:
+    return (*((le, 0) for le in LAG_BUCKETS), (math.inf, 0))
+
+
 @attrs.frozen(kw_only=True)
 class ServerMetrics:
     """A :class:`HeartbeatServer`'s figures at one moment
@@ -99,7 +103,9 @@ class ServerMetrics:
     #: The server's own scheduling lateness: wake-ups of its probe per
     #: histogram bucket (upper bounds in seconds, ``inf`` last; not
     #: cumulative), their count and their sum.
-    loop_lag_buckets: tuple[tuple[float, int], ...] = ()
+    loop_lag_buckets: tuple[tuple[float, int], ...] = attrs.field(
+        factory=empty_lag_buckets
+    )
     loop_lag_count: int = 0
     loop_lag_sum: float = 0.0
     #: The worst lateness so far, seconds.
@@ -107,34 +113,50 @@ class ServerMetrics:
     #: Seconds the server was stalled (lateness beyond 0.1 s), counted against
     #: no client's liveness.
     stalled_seconds: float = 0.0
+    #: How late each heartbeat-timeout kick came: when the server acted,
+    #: against when the connection became due (seconds; buckets as for the
+    #: loop lag). The server's own stalls are not counted as lateness: they
+    #: move the due time (see "How verdicts are made").
+    kick_lateness_buckets: tuple[tuple[float, int], ...] = attrs.field(
+        factory=empty_lag_buckets
+    )
+    kick_lateness_count: int = 0
+    kick_lateness_sum: float = 0.0
+    kick_lateness_max: float = 0.0
     #: Worker processes summed into this snapshot (1 for one server).
     workers: int = 1
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (``inf`` written as the string ``"inf"``)."""
         data = attrs.asdict(self)
-        data["loop_lag_buckets"] = [
-            ["inf" if math.isinf(le) else le, count]
-            for le, count in self.loop_lag_buckets
-        ]
+        for name in ("loop_lag_buckets", "kick_lateness_buckets"):
+            data[name] = [
+                ["inf" if math.isinf(le) else le, count]
+                for le, count in getattr(self, name)
+            ]
         return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ServerMetrics:
         """The inverse of :meth:`to_json`."""
         fields = dict(data)
-        fields["loop_lag_buckets"] = tuple(
-            (float(le), int(count)) for le, count in data.get("loop_lag_buckets", ())
-        )
+        for name in ("loop_lag_buckets", "kick_lateness_buckets"):
+            fields[name] = tuple(
+                (float(le), int(count)) for le, count in data.get(name, ())
+            )
         return cls(**fields)
 
     @classmethod
     def total(cls, parts: Iterable[ServerMetrics]) -> ServerMetrics:
-        """Several servers' (workers') figures added up; the lag maximum is
-        the worst of them."""
+        """Several servers' (workers') figures added up; the maxima are the
+        worst of them."""
         parts = list(parts)
         if not parts:
-            return cls(workers=0, loop_lag_buckets=empty_lag_buckets())
+            return cls(
+                workers=0,
+                loop_lag_buckets=empty_lag_buckets(),
+                kick_lateness_buckets=empty_lag_buckets(),
+            )
 
         def summed(name: str) -> Any:
             return sum(getattr(part, name) for part in parts)
@@ -146,10 +168,13 @@ class ServerMetrics:
                     out[key] = out.get(key, 0) + value
             return out
 
-        buckets: dict[float, int] = {}
-        for part in parts:
-            for le, count in part.loop_lag_buckets:
-                buckets[le] = buckets.get(le, 0) + count
+        def histogram(name: str) -> tuple[tuple[float, int], ...]:
+            buckets: dict[float, int] = {}
+            for part in parts:
+                for le, count in getattr(part, name):
+                    buckets[le] = buckets.get(le, 0) + count
+            return tuple(sorted(buckets.items()))
+
         return cls(
             connections=summed("connections"),
             connections_opened=summed("connections_opened"),
@@ -160,14 +185,14 @@ class ServerMetrics:
             frames_received=merged("frames_received"),
             bytes_received=summed("bytes_received"),
             bytes_sent=summed("bytes_sent"),
-            loop_lag_buckets=tuple(sorted(buckets.items())),
+            loop_lag_buckets=histogram("loop_lag_buckets"),
             loop_lag_count=summed("loop_lag_count"),
             loop_lag_sum=summed("loop_lag_sum"),
             loop_lag_max=max(part.loop_lag_max for part in parts),
             stalled_seconds=summed("stalled_seconds"),
+            kick_lateness_buckets=histogram("kick_lateness_buckets"),
+            kick_lateness_count=summed("kick_lateness_count"),
+            kick_lateness_sum=summed("kick_lateness_sum"),
+            kick_lateness_max=max(part.kick_lateness_max for part in parts),
             workers=summed("workers"),
         )
-
-
-def empty_lag_buckets() -> tuple[tuple[float, int], ...]:
-    return (*((le, 0) for le in LAG_BUCKETS), (math.inf, 0))

@@ -89,14 +89,10 @@ class _Collector:
             p + "received_bytes", "Bytes received.", value=m.bytes_received
         )
         yield CounterMetricFamily(p + "sent_bytes", "Bytes sent.", value=m.bytes_sent)
-        cumulative, buckets = 0, []
-        for le, count in m.loop_lag_buckets:
-            cumulative += count
-            buckets.append(("+Inf" if math.isinf(le) else repr(le), cumulative))
         yield HistogramMetricFamily(
             p + "loop_lag_seconds",
             "How late the server's own event loop woke a probe task.",
-            buckets=buckets,
+            buckets=_cumulative(m.loop_lag_buckets),
             sum_value=m.loop_lag_sum,
         )
         yield GaugeMetricFamily(
@@ -108,10 +104,31 @@ class _Collector:
             "Seconds the server was stalled, counted against no client.",
             value=m.stalled_seconds,
         )
+        yield HistogramMetricFamily(
+            p + "kick_lateness_seconds",
+            "How late heartbeat-timeout kicks came, against when they were due.",
+            buckets=_cumulative(m.kick_lateness_buckets),
+            sum_value=m.kick_lateness_sum,
+        )
+        yield GaugeMetricFamily(
+            p + "kick_lateness_max_seconds", "The latest kick so far.",
+            value=m.kick_lateness_max,
+        )  # fmt: skip
         yield GaugeMetricFamily(
             p + "workers", "Server processes summed in these figures.",
             value=m.workers,
         )  # fmt: skip
+
+
+def _cumulative(
+    buckets: tuple[tuple[float, int], ...],
+) -> list[tuple[str, int]]:
+    """Per-bucket counts as Prometheus's cumulative ``le`` buckets."""
+    cumulative, out = 0, []
+    for le, count in buckets:
+        cumulative += count
+        out.append(("+Inf" if math.isinf(le) else repr(le), cumulative))
+    return out
 
 
 def render(metrics: ServerMetrics) -> bytes:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import collections
 import hmac
 import logging
-import math
 import os
 import ssl
 import sys
@@ -39,7 +38,7 @@ from ._detector import PhiAccrual
 from ._groups import split_cancelled
 from ._keepalive import apply_keepalive
 from ._kicker import Kicker
-from ._lag import LAG_BUCKETS, LagMonitor
+from ._lag import LagMonitor
 from ._metrics import ServerMetrics, SessionTotals
 from ._protocol import CloseCode
 from ._session import (
@@ -304,8 +303,8 @@ class HeartbeatServer:
         totals = self._ended.copy()
         for conn in self._connections:
             totals.add(conn.session)
-        lag = self._lag
-        bounds = (*LAG_BUCKETS, math.inf)
+        lag = self._lag.lateness
+        kicks = self._kicker.lateness
         return ServerMetrics(
             connections=len(self._connections),
             connections_opened=self._opened,
@@ -319,11 +318,15 @@ class HeartbeatServer:
             frames_received=totals.frames,
             bytes_received=totals.bytes_received,
             bytes_sent=totals.bytes_sent,
-            loop_lag_buckets=tuple(zip(bounds, lag.buckets, strict=True)),
-            loop_lag_count=lag.wakeups,
-            loop_lag_sum=lag.lag_sum,
-            loop_lag_max=lag.lag_max,
-            stalled_seconds=lag.ledger.total,
+            loop_lag_buckets=lag.buckets(),
+            loop_lag_count=lag.count,
+            loop_lag_sum=lag.sum,
+            loop_lag_max=lag.max,
+            stalled_seconds=self._lag.ledger.total,
+            kick_lateness_buckets=kicks.buckets(),
+            kick_lateness_count=kicks.count,
+            kick_lateness_sum=kicks.sum,
+            kick_lateness_max=kicks.max,
         )
 
     async def serve_listeners(
