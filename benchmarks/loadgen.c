@@ -30,11 +30,13 @@
  *   silent K   the first K connections send one last PING together, then
  *              stay silent: each CLOSE(1) must come TIMEOUT after it
  *   stop       stop sending, wait up to 5 s for the PONGs still owed, write
- *              the latencies to OUTFILE ("pong SECONDS" and "kick SECONDS"
- *              lines; kick: CLOSE(1) arrival - (last PING sent + TIMEOUT)),
+ *              the latencies to OUTFILE ("pong SENT_AT SECONDS" lines, SENT_AT
+ *              on CLOCK_MONOTONIC, and "kick SECONDS" lines: CLOSE(1)
+ *              arrival - (last PING sent + TIMEOUT)),
  *              print "done sent S answered A unanswered U kicked K
  *              unexpected E" and exit
- * and prints "tick SENT ANSWERED KICKED WORST_MS" every second meanwhile.
+ * and prints "tick READY SENT ANSWERED KICKED WORST_MS" every second meanwhile
+ * (counts so far; WORST_MS: the slowest PONG since the last tick).
  * "Unexpected" counts connections ended by the server (or a CLOSE) without
  * having been told to stay silent.
  */
@@ -278,7 +280,7 @@ static int scale(int port, const char *source_ip, int count, double interval,
     int ep = epoll_create1(0);
     struct epoll_event in = {.events = EPOLLIN, .data.u32 = STDIN_TAG};
     if (epoll_ctl(ep, EPOLL_CTL_ADD, 0, &in) < 0) die("epoll_ctl stdin");
-    struct samples pongs = {0}, kicks = {0};
+    struct samples pongs = {0}, pong_at = {0}, kicks = {0};
     long long sent = 0, answered = 0, kicked = 0, unexpected = 0;
     int opened = 0, ready = 0, in_flight = 0, silent_count = 0;
     int pinging = 0, stopping = 0;
@@ -318,9 +320,11 @@ static int scale(int port, const char *source_ip, int count, double interval,
             if (wait_ms > 100) wait_ms = 100;
         }
         if (t >= next_tick) {
-            printf("tick %lld %lld %lld %.1f\n", sent, answered, kicked, worst * 1000);
+            printf("tick %d %lld %lld %lld %.1f\n", ready, sent, answered, kicked,
+                   worst * 1000);
             fflush(stdout);
             next_tick = t + 1;
+            worst = 0;
         }
         if (stopping) {
             long long owed = 0;
@@ -390,6 +394,7 @@ static int scale(int port, const char *source_ip, int count, double interval,
                     double latency = at - c->ping_sent;
                     if (!c->silent) {
                         keep(&pongs, latency);
+                        keep(&pong_at, c->ping_sent);
                         if (latency > worst) worst = latency;
                     }
                     c->ping_sent = 0;
@@ -418,7 +423,8 @@ static int scale(int port, const char *source_ip, int count, double interval,
         unanswered += conns[i].state == 2 && !conns[i].silent && conns[i].ping_sent != 0;
     FILE *out = fopen(outfile, "w");
     if (!out) die("outfile");
-    for (size_t i = 0; i < pongs.size; i++) fprintf(out, "pong %.6f\n", pongs.values[i]);
+    for (size_t i = 0; i < pongs.size; i++)
+        fprintf(out, "pong %.6f %.6f\n", pong_at.values[i], pongs.values[i]);
     for (size_t i = 0; i < kicks.size; i++) fprintf(out, "kick %.6f\n", kicks.values[i]);
     fclose(out);
     printf("done sent %lld answered %lld unanswered %lld kicked %lld unexpected %lld\n",

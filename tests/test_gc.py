@@ -1,8 +1,8 @@
-"""``serve`` freezes settled connections out of the cyclic collector's reach
-(``freeze_settled``). That is safe only while a connection that ends leaves no
-reference cycle behind: a frozen cycle is never freed. Here, every way a
-connection of ``serve``'s kind (a per-message handler, over TCP) can end is
-checked to leave none."""
+"""``serve`` freezes what its connections make out of the cyclic collector's
+reach, every second (``freeze_settled``). That is safe only while heartbeats
+and endings leave no reference cycle behind: a frozen cycle is never freed.
+Here, a connection of ``serve``'s kind (a per-message handler, over TCP) is
+checked to leave none while it heartbeats and in every way it can end."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from trio_heartbeat import (
     Data,
     HeartbeatServer,
     Hello,
+    Ping,
+    Pong,
     ProtocolFailure,
     Role,
     ServerConfig,
@@ -103,11 +105,17 @@ async def test_ended_connections_leave_no_cycles(frozen_gc: None, how: str) -> N
                     await peer.send(Data(b"hi"))
                     assert await peer.receive() == Data(b"HI")  # in use
                 peers.append(peer)
-            # What serve's freeze_settled does once connections settled: a
-            # cycle formed after this through frozen objects is never freed.
+            # What serve's freeze_settled does: a cycle formed after this
+            # through frozen objects is never freed.
             await trio.sleep(0.2)
             gc.collect()
             gc.freeze()
+            if how != "refused":
+                for _ in range(3):  # heartbeats: the steady state
+                    for peer in peers:
+                        await peer.send(Ping())
+                    for peer in peers:
+                        assert await peer.receive() == Pong()
             await _end(peers, how)
             await all_ended.wait()
             await trio.sleep(0.2)  # the connections' tasks finish

@@ -20,9 +20,14 @@ from trio_heartbeat import (
     Hello,
     Ping,
     Pong,
+    Role,
     ServerConfig,
     ServerMetrics,
+    Session,
+    encode,
+    negotiate,
 )
+from trio_heartbeat._metrics import SessionTotals
 from trio_heartbeat._prometheus import render
 
 from .helpers import MemoryListener, RawPeer, echo_upper, start_cli, tcp_peer
@@ -90,6 +95,34 @@ async def test_the_snapshot_counts_open_and_ended_connections(
         assert ended.kick_lateness_buckets[0] == (0.001, 1)
         assert ended.kick_lateness_max == 0.0
         nursery.cancel_scope.cancel()
+
+
+def _sessions() -> list[Session]:
+    """Sessions in several states: handshaking, heartbeating, closed by the
+    peer, failed on a protocol error."""
+    sessions = [Session(Role.SERVER) for _ in range(4)]
+    for session in sessions[1:]:
+        session.receive_data(encode(Hello({"version": 1})), 0.0)
+        session.accept(negotiate({"version": 1}, ServerConfig()))
+        session.receive_data(encode(Ping()) * 2 + encode(Data(b"x")), 1.0)
+    sessions[2].receive_data(encode(Close(CloseCode.NORMAL, "bye")), 2.0)
+    sessions[3].receive_data(b"\x7f\x05hello", 2.0)
+    return sessions
+
+
+def test_a_scrape_adds_all_sessions_as_one_by_one() -> None:
+    one_by_one, at_once = SessionTotals(), SessionTotals()
+    for session in _sessions():
+        one_by_one.add(session)
+    at_once.add_all(_sessions())
+    assert vars_of(at_once) == vars_of(one_by_one)
+    assert at_once.frames == {
+        "hello": 3, "data": 3, "ping": 6, "pong": 0, "close": 1,
+    }  # fmt: skip
+
+
+def vars_of(totals: SessionTotals) -> dict[str, object]:
+    return {name: getattr(totals, name) for name in SessionTotals.__slots__}
 
 
 def test_snapshots_add_up_and_round_trip_through_json() -> None:

@@ -301,8 +301,7 @@ class HeartbeatServer:
         Prometheus). Takes time in proportion to the open connections: for
         scrapes, not for every frame."""
         totals = self._ended.copy()
-        for conn in self._connections:
-            totals.add(conn.session)
+        totals.add_all([conn.session for conn in self._connections])
         lag = self._lag.lateness
         kicks = self._kicker.lateness
         return ServerMetrics(
