@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -22,3 +23,15 @@ def _collect_garbage() -> Iterator[None]:
     against that test and not whichever test the collector next runs in."""
     yield
     gc.collect()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Undo what the command line's ``main()`` set up: its handler writes to
+    the sys.stderr of the test that called it (pytest's capture, closed after
+    that test), and a later test that logs without ``main()`` would hit it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
