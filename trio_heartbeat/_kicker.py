@@ -16,11 +16,16 @@ the server has not read yet:
 * each deadline is pushed back by the stalls since that connection was last
   heard from (the server's :class:`~._lag.LagMonitor` records them: a long
   collection, a blocking call, SIGSTOP, VM steal);
-* when the kicker itself wakes late, it judges nobody for a short grace
-  (``STALL_TOLERANCE``), in which the readers read what piled up meanwhile;
 * a connection with unread bytes in the kernel (FIONREAD) is alive, whatever
   its reader has managed to read (unless its reader is stuck writing to it:
-  then the peer stopped reading, and is dropped as a slow consumer).
+  then the peer stopped reading, and is dropped as a slow consumer);
+* where the transport cannot tell (no socket underneath, no FIONREAD), a
+  kicker that wakes late judges nobody for a short grace
+  (``STALL_TOLERANCE``), in which the readers read what piled up meanwhile.
+  Over sockets FIONREAD answers at once: a grace there would only hold back
+  every kick due behind a burst of the kicker's own work (10,000 clients
+  silent at once: p99 of CLOSE writes 536 ms with it, 390 ms without, one
+  process).
 
 A silent client is still kicked, at most ``timeout`` of awake time after its
 last byte.
@@ -138,12 +143,13 @@ class Kicker:
                     + conn.session.silence_allowed(timeout)
                     + ledger.stalled_since(since)
                 )
-                if (
-                    due <= now
-                    and not conn.replying  # stuck writing: it stopped reading
-                    and (now < grace_until or conn.unread_input())
-                ):
-                    due = max(grace_until, now + STALL_TOLERANCE)  # see then
+                if due <= now and not conn.replying:  # (replying: stuck
+                    # writing, the peer stopped reading) Bytes in the kernel
+                    # mean alive; where the transport cannot tell, a stall's
+                    # grace lets the reader read what piled up first.
+                    unread = conn.unread_input()
+                    if unread or (unread is None and now < grace_until):
+                        due = max(grace_until, now + STALL_TOLERANCE)  # see then
                 if due > now:
                     heapq.heappush(heap, (due, next(self._order), conn))
                     continue
