@@ -146,6 +146,30 @@ def test_adaptive_picture_matches_its_recorded_run() -> None:
     assert summary["links_lost_after_settling"] == 0
 
 
+def test_scale_picture_and_table_match_the_recorded_run() -> None:
+    scale = _module(DOCS.parent / "benchmarks" / "scale.py", "bench_scale")
+    run = json.loads((DOCS / "_static" / "scale.json").read_text())
+    assert (DOCS / "_static" / "scale.svg").read_text() == scale.draw(run), (
+        "docs/_static/scale.svg is stale: python benchmarks/scale.py "
+        "--draw docs/_static/scale.json --svg docs/_static/scale.svg"
+    )
+    page = (DOCS / "benchmarks.rst").read_text()
+    # The figures the page quotes are the recorded run's.
+    for figure in (
+        f"{run['accept_all_s']} s",
+        f"{run['rss_per_connection_kb']} KB",
+        f"{run['answered']:,} of {run['sent']:,}",
+        f"{run['pong_p50_ms']:.2f} / {run['pong_p99_ms']:.2f} ms",
+        f"{run['pong_max_ms']} ms",
+        f"{run['burst_pong_p99_ms']} / {run['burst_pong_max_ms']} ms",
+        f"{run['kick_server_max_ms']} ms",
+        f"{run['kick_client_p99_ms']} ms",
+    ):
+        assert figure in page, figure
+    assert run["unanswered"] == run["unexpected_ends"] == 0
+    assert run["kicked"] == run["silent"]
+
+
 def test_the_production_examples_name_what_exists() -> None:
     """alerts.yml names only metrics the server exports; the systemd unit's
     ExecStart is a command line ``serve`` accepts."""
