@@ -42,6 +42,15 @@ from ._legacy import open_legacy_connection as open_legacy_connection
 from ._legacy import serve_legacy_listeners as serve_legacy_listeners
 from ._legacy import serve_legacy_tcp as serve_legacy_tcp
 from ._metrics import ServerMetrics as ServerMetrics
+from ._presence import Duplicate as Duplicate
+from ._presence import JoinRefused as JoinRefused
+from ._presence import LeaveReason as LeaveReason
+from ._presence import MemoryPresence as MemoryPresence
+from ._presence import Presence as Presence
+from ._presence import PresenceEvent as PresenceEvent
+from ._presence import PresenceSession as PresenceSession
+from ._presence import PresenceUnavailable as PresenceUnavailable
+from ._presence import WatchLagged as WatchLagged
 from ._protocol import DEFAULT_MAX_FRAME_SIZE as DEFAULT_MAX_FRAME_SIZE
 from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
 from ._protocol import Close as Close
@@ -63,6 +72,7 @@ from ._protocol import TruncatedFrameError as TruncatedFrameError
 from ._protocol import UnknownFrameTypeError as UnknownFrameTypeError
 from ._protocol import VarintTooLongError as VarintTooLongError
 from ._protocol import encode as encode
+from ._redis_presence import RedisPresence as RedisPresence
 from ._rtt import RttEstimator as RttEstimator
 from ._server import DISABLE_ENV_VAR as DISABLE_ENV_VAR
 from ._server import Authenticate as Authenticate
@@ -110,6 +120,7 @@ __all__ = [
     "DecoderFailedError",
     "DisconnectHook",
     "DisconnectReason",
+    "Duplicate",
     "EndOfStream",
     "Established",
     "FrameDecoder",
@@ -128,13 +139,16 @@ __all__ = [
     "IntervalStore",
     "InvalidCloseError",
     "InvalidHelloError",
+    "JoinRefused",
     "JsonIntervalStore",
     "KeepaliveConfig",
     "LearnerPhase",
+    "LeaveReason",
     "LegacyConnection",
     "LegacyHeartbeatTimeout",
     "LocalProtocolError",
     "MemoryIntervalStore",
+    "MemoryPresence",
     "MessageHandler",
     "Negotiated",
     "OnPong",
@@ -144,9 +158,14 @@ __all__ = [
     "PingResult",
     "Pong",
     "PongPayload",
+    "Presence",
+    "PresenceEvent",
+    "PresenceSession",
+    "PresenceUnavailable",
     "ProtocolError",
     "ProtocolFailure",
     "Reconnector",
+    "RedisPresence",
     "RefuseHook",
     "RemoteProtocolError",
     "Role",
@@ -159,6 +178,7 @@ __all__ = [
     "TruncatedFrameError",
     "UnknownFrameTypeError",
     "VarintTooLongError",
+    "WatchLagged",
     "cancel_on_signals",
     "configure_keepalive",
     "connect_stream",

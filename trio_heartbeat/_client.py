@@ -69,12 +69,16 @@ CONNECTION_FAILURES: tuple[type[BaseException], ...] = (
 
 def is_permanent(failure: BaseException) -> bool:
     """The default ``Reconnector(is_permanent=...)``: whether retrying cannot
-    help. A TLS certificate that does not verify will not verify on the next
-    try either; everything else (refused, reset, kicked, timed out) may pass.
+    help, or must not. A TLS certificate that does not verify will not verify
+    on the next try either; a session replaced by a newer one of the same
+    ``client_id`` (CLOSE(8)) must not come back and replace it in turn.
+    Everything else (refused, reset, kicked, timed out) may pass.
     """
     seen: BaseException | None = failure
     while seen is not None:
         if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        if isinstance(seen, ConnectionClosed) and seen.code == CloseCode.REPLACED:
             return True
         seen = seen.__cause__
     return False
@@ -612,9 +616,11 @@ class Reconnector:
     first kind and ``False`` for the second. ``on_failure`` may raise to stop
     the loop: the exception comes out of the ``async for``.
 
-    A failure that retrying cannot cure (``is_permanent(exc)``; by default a
-    TLS certificate that does not verify) is raised from the ``async for``
-    instead of retried.
+    A failure that retrying cannot cure or must not (``is_permanent(exc)``; by
+    default a TLS certificate that does not verify, or a connection replaced
+    by a newer session of its ``client_id``, CLOSE(8)) is raised from the
+    ``async for`` instead of retried: at once when connecting, at the next
+    iteration when a connection ended so.
 
     ``on_pong(payload)`` is given to every connection; to tell connections
     apart, set ``conn.on_pong`` inside the attempt instead.
@@ -654,6 +660,7 @@ class Reconnector:
         self.connections = 0
         self._pending: ConnectionAttempt | None = None
         self._delay_next = False
+        self._permanent: BaseException | None = None
 
     def __aiter__(self) -> Reconnector:
         return self
@@ -686,6 +693,8 @@ class Reconnector:
         self.backoff.connection_ended(trio.current_time() - attempt.connected_at)
         if failure is not None:
             self._failed(failure, connecting=False)
+            if self.is_permanent(failure):
+                self._permanent = failure
         if (
             isinstance(failure, ConnectionClosed)
             and failure.code == CloseCode.TOO_MANY_PINGS
@@ -707,6 +716,8 @@ class Reconnector:
         if self._pending is not None:
             await self._pending.discard()
             self._pending = None
+        if self._permanent is not None:
+            raise self._permanent
         while True:
             delay = self.backoff.next_delay() if self._delay_next else 0.0
             self._delay_next = True

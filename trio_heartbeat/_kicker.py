@@ -104,6 +104,12 @@ class Kicker:
         if self._heap[0] is entry:
             self._wakeup.set()
 
+    def linger(self, conn: HeartbeatConnection) -> None:
+        """``conn`` was ended from outside (replaced) and lingers for its
+        client's answer: stop that wait after ``close_timeout``."""
+        self._lingering.append((trio.current_time() + self.close_timeout, conn))
+        self._wakeup.set()
+
     def stop(self) -> None:
         """No new connections will come; end once the last one is gone."""
         self._stopping = True

@@ -78,6 +78,8 @@ class CloseCode(enum.IntEnum):
     SHUTTING_DOWN = 5
     SERVER_FULL = 6
     HANDSHAKE_FAILED = 7
+    #: The same ``client_id`` connected again and replaced this session.
+    REPLACED = 8
 
 
 # ---------------------------------------------------------------- errors

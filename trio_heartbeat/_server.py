@@ -23,6 +23,7 @@ import logging
 import os
 import ssl
 import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from functools import partial
@@ -40,6 +41,15 @@ from ._keepalive import apply_keepalive
 from ._kicker import Kicker
 from ._lag import LagMonitor
 from ._metrics import ServerMetrics, SessionTotals
+from ._presence import (
+    DUPLICATES,
+    Duplicate,
+    JoinRefused,
+    LeaveReason,
+    Presence,
+    PresenceSession,
+    new_session_id,
+)
 from ._protocol import CloseCode
 from ._session import (
     CloseInfo,
@@ -70,6 +80,15 @@ __all__ = [
 ]
 
 logger = logging.getLogger("trio_heartbeat.server")
+
+# Why a listed session left, by why its connection ended.
+_LEAVE_REASONS: dict[DisconnectReason | None, LeaveReason] = {
+    DisconnectReason.CLOSED_BY_PEER: LeaveReason.CLOSED,
+    DisconnectReason.CONNECTION_LOST: LeaveReason.CLOSED,
+    DisconnectReason.CLOSED_LOCALLY: LeaveReason.CLOSED,
+    DisconnectReason.REPLACED: LeaveReason.REPLACED,
+    DisconnectReason.SHUTDOWN: LeaveReason.SHUTDOWN,
+}
 
 #: Set to ``1`` to switch heartbeat enforcement off (PINGs are still answered).
 DISABLE_ENV_VAR: Final = "TRIO_HEARTBEAT_DISABLE"
@@ -228,9 +247,21 @@ class HeartbeatServer:
         on_refuse: RefuseHook | None = None,
         authenticate: Authenticate | None = None,
         pong_payload: PongPayload | None = None,
+        presence: Presence | None = None,
+        duplicate: Duplicate = "allow",
     ) -> None:
         config = config or ServerConfig()
+        if duplicate not in DUPLICATES:
+            raise ValueError(
+                f"duplicate must be one of {', '.join(DUPLICATES)}, not {duplicate!r}"
+            )
         self.handler = handler
+        #: Where connected clients are listed (None: nowhere), and the rule
+        #: for a ``client_id`` that connects again.
+        self.presence = presence
+        self.duplicate: Duplicate = duplicate
+        self._listed: dict[HeartbeatConnection, PresenceSession] = {}
+        self._by_session: dict[str, HeartbeatConnection] = {}
         self.config = config
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
@@ -355,6 +386,8 @@ class HeartbeatServer:
                     connections.start_soon(self._kicker.run)
                 if self.config.lag_probe_interval is not None:
                     nursery.start_soon(self._lag.run)
+                if self.presence is not None:
+                    await nursery.start(self.presence.run, self._replaced)
                 try:
                     await serve_accept_loop(
                         self.handle,
@@ -475,6 +508,8 @@ class HeartbeatServer:
             finally:
                 if connected:
                     self._index(conn, add=False)
+                if self._listed:
+                    self._unlist(conn)
                 self._connections.discard(conn)
                 self._kicker.connection_ended()
                 if host is not None:
@@ -543,6 +578,8 @@ class HeartbeatServer:
                 negotiated: Negotiated = negotiate(fields, config)
                 if self.authenticate is not None:
                     conn.identity = await self._authenticated(conn, fields)
+                if self.presence is not None and conn.client_id is not None:
+                    await self._join(conn, fields)
             except HandshakeError as exc:
                 session.record(
                     CloseInfo(
@@ -577,6 +614,55 @@ class HeartbeatServer:
             )
         )
         return False
+
+    async def _join(self, conn: HeartbeatConnection, hello: Mapping[str, Any]) -> None:
+        """List the client (its HELLO's ``meta`` object as metadata), applying
+        the duplicate rule; HandshakeError if it is refused."""
+        assert self.presence is not None and conn.client_id is not None
+        meta = hello.get("meta")
+        session = PresenceSession(
+            session_id=new_session_id(),
+            client_id=conn.client_id,
+            node=self.presence.node,
+            peer=conn.peer,
+            since=time.time(),
+            meta=meta if isinstance(meta, dict) else {},
+        )
+        try:
+            await self.presence.join(session, self.duplicate)
+        except JoinRefused as exc:
+            raise HandshakeError(str(exc)) from None
+        self._listed[conn] = session
+        self._by_session[session.session_id] = conn
+
+    def _replaced(self, session_id: str) -> None:
+        """Presence: a newer session of this client replaced ``session_id``
+        (here or on another node): CLOSE(8), as promptly as a kick."""
+        conn = self._by_session.get(session_id)
+        if conn is None or conn.closed:
+            return
+        alone = conn.end_now(
+            CloseCode.REPLACED,
+            "replaced by a newer session of this client_id",
+            DisconnectReason.REPLACED,
+        )
+        if alone:
+            if self.enforce:
+                self._kicker.linger(conn)
+            else:
+                conn.stop_lingering()
+        else:
+            conn.cancel()
+
+    def _unlist(self, conn: HeartbeatConnection) -> None:
+        session = self._listed.pop(conn, None)
+        if session is None:
+            return
+        del self._by_session[session.session_id]
+        assert self.presence is not None
+        info = conn.session.close_info
+        category = info.disconnect_reason if info is not None else None
+        self.presence.leave(session, _LEAVE_REASONS.get(category, LeaveReason.KICKED))
 
     async def _authenticated(
         self, conn: HeartbeatConnection, hello: Mapping[str, Any]

@@ -90,6 +90,9 @@ class DisconnectReason(enum.Enum):
     SLOW_CONSUMER = "slow consumer"
     CLOSED_LOCALLY = "closed locally"
     HANDLER_ERROR = "handler error"
+    #: A newer session of the same ``client_id`` replaced it (presence,
+    #: ``duplicate="replace"``).
+    REPLACED = "replaced"
     #: A bug in trio_heartbeat (or a transport error nothing expected): it cost
     #: this connection only, and was logged with its traceback.
     INTERNAL_ERROR = "internal error"

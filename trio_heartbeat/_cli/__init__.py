@@ -1,4 +1,5 @@
-"""``python -m trio_heartbeat serve|connect``: demo server and interactive client.
+"""``python -m trio_heartbeat serve|connect|presence``: demo server, interactive
+client, and who is online.
 
 Built on the public API only (``from trio_heartbeat import ...``), as any
 application would be. The flag names are a contract that tests and scripts rely
@@ -22,6 +23,7 @@ from ._options import (
     server_config,
     server_tls,
 )
+from ._presence import run_presence
 from ._serve import run_serve
 
 __all__ = ["main"]
@@ -43,6 +45,12 @@ def main(
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     setup_logging(args.log_level, args.log_format)
+    if args.command == "presence":
+        try:
+            return run_presence(args)
+        except ValueError as exc:  # the URL
+            print(f"{parser.prog} presence: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     if args.protocol == "seed":
         logging.getLogger("trio_heartbeat.cli").warning(
             "--protocol seed is deprecated; it is now called --protocol legacy"

@@ -295,7 +295,70 @@ def _add_serve(commands: Any) -> None:
         metavar="H",
         help="address for --metrics-port (default %(default)s)",
     )
+    presence = serve.add_argument_group(
+        "presence",
+        "Who is online: clients that give a client_id (connect --client-id) are "
+        "listed while connected. In this process by default; in Redis for a "
+        "fleet (needs: pip install 'trio_heartbeat[presence]').",
+    )
+    presence.add_argument(
+        "--presence",
+        default="memory",
+        metavar="URL",
+        help="memory, or redis://HOST:PORT/DB to share the list with every "
+        "server using that Redis (default %(default)s)",
+    )
+    presence.add_argument(
+        "--node-id",
+        metavar="NAME",
+        help="this server's name in the list (default host:pid; with --workers "
+        "each worker is NAME/pid)",
+    )
+    presence.add_argument(
+        "--presence-ttl",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="a server that stops refreshing its sessions (killed, cut off) "
+        "takes them off the list after S seconds (default %(default)g)",
+    )
+    presence.add_argument(
+        "--duplicate",
+        choices=["allow", "replace", "reject"],
+        default="allow",
+        help="a client_id that connects while listed: allow (both listed), "
+        "replace (the older gets CLOSE(8), on any server), reject (the newer "
+        "gets CLOSE(7)) (default %(default)s)",
+    )
     _add_common(serve)
+
+
+def _add_presence(commands: Any) -> None:
+    presence = commands.add_parser(
+        "presence",
+        help="list who is online in a fleet's Redis",
+        description="List the sessions online, from the Redis the servers share "
+        "(serve --presence redis://...). One line per session: client_id, "
+        "node, peer, since. With CLIENT_IDs, only theirs, and the exit status "
+        "says whether all of them are online (0) or not (1).",
+    )
+    presence.add_argument(
+        "--redis", required=True, metavar="URL", help="redis://HOST:PORT/DB"
+    )
+    presence.add_argument(
+        "--json",
+        action="store_true",
+        help="a JSON list of objects with keys client_id, node, peer, since "
+        "(Unix time) instead",
+    )
+    presence.add_argument("client_ids", nargs="*", metavar="CLIENT_ID")
+    presence.add_argument(
+        "--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    presence.add_argument(
+        "--log-format", default="text", choices=["text", "json"],
+        help=argparse.SUPPRESS,
+    )  # fmt: skip
 
 
 def _add_connect(commands: Any) -> None:
@@ -419,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      parser_class=_Parser)  # fmt: skip
     _add_serve(commands)
     _add_connect(commands)
+    _add_presence(commands)
     return parser
 
 
@@ -473,6 +537,23 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
                 "--metrics-port needs prometheus_client: "
                 "pip install 'trio_heartbeat[metrics]'"
             ) from None
+    if args.presence != "memory":
+        if not args.presence.startswith(("redis://", "rediss://")):
+            raise UsageError(
+                f"--presence must be memory or redis://HOST:PORT/DB, not "
+                f"{args.presence!r}"
+            )
+        try:
+            import coredis  # noqa: F401
+        except ImportError:
+            raise UsageError(
+                "--presence redis:// needs coredis: "
+                "pip install 'trio_heartbeat[presence]'"
+            ) from None
+    if not (math.isfinite(args.presence_ttl) and args.presence_ttl > 0):
+        raise UsageError(
+            f"--presence-ttl must be a positive number, not {args.presence_ttl}"
+        )
     fields = _fields(args, ServerConfig)
     fields.update(
         token=read_token(args.token_file),

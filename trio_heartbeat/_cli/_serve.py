@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -12,11 +13,16 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
+import attrs
 import trio
 
 from trio_heartbeat import (
+    Duplicate,
     HeartbeatConnection,
     HeartbeatServer,
+    MemoryPresence,
+    Presence,
+    RedisPresence,
     ServerConfig,
     ServerMetrics,
     per_message,
@@ -128,6 +134,7 @@ async def _serve(
     reuse_port: bool,
     tls: ssl.SSLContext | None,
     metrics: tuple[str, int] | None = None,
+    presence: PresenceOptions | None = None,
 ) -> int:
     raise_fd_limit()
     try:
@@ -144,7 +151,14 @@ async def _serve(
     if legacy:
         serve: Any = partial(serve_legacy_listeners, tcp, config=config)
     else:
-        server = HeartbeatServer(echo_upper, config=config)
+        store: Presence | None = None
+        duplicate: Duplicate = "allow"
+        if presence is not None:
+            store = presence.store(worker=reuse_port)
+            duplicate = presence.duplicate
+        server = HeartbeatServer(
+            echo_upper, config=config, presence=store, duplicate=duplicate
+        )
         serve = partial(server.serve_listeners, tcp)
     async with trio.open_nursery() as nursery:
         listeners: list[Any] = await nursery.start(serve)
@@ -227,6 +241,24 @@ def _run_workers(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return trio.run(supervise, args.workers, args.host, args.port, forwarded, metrics)
 
 
+@attrs.frozen
+class PresenceOptions:
+    """``serve``'s presence flags."""
+
+    url: str
+    node_id: str | None
+    ttl: float
+    duplicate: Duplicate
+
+    def store(self, *, worker: bool) -> Presence:
+        node = self.node_id
+        if node is not None and worker:  # one name per worker process
+            node = f"{node}/{os.getpid()}"
+        if self.url == "memory":
+            return MemoryPresence(node)
+        return RedisPresence(self.url, node=node, ttl=self.ttl)
+
+
 def run_serve(
     args: argparse.Namespace,
     config: ServerConfig,
@@ -240,6 +272,10 @@ def run_serve(
     metrics = None
     if args.metrics_port is not None:
         metrics = (args.metrics_host, args.metrics_port)
-    return trio.run(
-        _serve, config, args.host, args.port, legacy, args.reuse_port, tls, metrics
+    presence = PresenceOptions(
+        args.presence, args.node_id, args.presence_ttl, args.duplicate
     )
+    return trio.run(
+        _serve, config, args.host, args.port, legacy, args.reuse_port, tls, metrics,
+        None if legacy else presence,
+    )  # fmt: skip
