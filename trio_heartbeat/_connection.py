@@ -596,6 +596,16 @@ class HeartbeatConnection:
         finally:
             await self._close_stream()
 
+    @property
+    def can_end_now(self) -> bool:
+        """Whether :meth:`end_now` would write its CLOSE at once (a plain TCP
+        socket whose send path is free); otherwise :meth:`end` sends it."""
+        return (
+            self._transport.synchronous
+            and not self._sending
+            and not self._stream_closed
+        )
+
     def end_now(
         self, code: int | None, reason: str, disconnect_reason: DisconnectReason
     ) -> bool:

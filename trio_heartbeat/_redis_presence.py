@@ -43,6 +43,7 @@ import trio
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
+from ._groups import leaves
 from ._presence import (
     Duplicate,
     JoinRefused,
@@ -173,9 +174,24 @@ RETRY_FIRST, RETRY_MAX = 0.5, 5.0
 
 
 def _redis_errors() -> tuple[type[Exception], ...]:
+    from anyio import BrokenResourceError, ClosedResourceError
     from coredis.exceptions import RedisError
 
-    return (RedisError, OSError, trio.TooSlowError)
+    return (
+        RedisError, OSError, trio.TooSlowError, BrokenResourceError,
+        ClosedResourceError,
+    )  # fmt: skip
+
+
+def _cancelled_quietly(exc: BaseException) -> None:
+    """Raise the cancellation in ``exc`` alone if the rest is coredis failing
+    to clean up a connection that cancellation cut (it raises as it goes)."""
+    if isinstance(exc, trio.Cancelled):
+        return
+    if isinstance(exc, BaseExceptionGroup):
+        cancelled, rest = exc.split(trio.Cancelled)
+        if cancelled is not None and (rest is None or redis_failure(rest)):
+            raise leaves(cancelled)[0] from None
 
 
 def _leaf(exc: BaseException) -> BaseException:
@@ -294,13 +310,17 @@ class RedisPresence:
         """Refresh this node's sessions, write its leaves, hear its control
         channel; until cancelled. Started before the server accepts anyone."""
         self._replaced = replaced
-        async with self._connected():
-            self._healthy = True  # the first failure logs
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._refresher)
-                nursery.start_soon(self._leave_writer)
-                await nursery.start(self._controller)
-                task_status.started()
+        try:
+            async with self._connected():
+                self._healthy = True  # the first failure logs
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._refresher)
+                    nursery.start_soon(self._leave_writer)
+                    await nursery.start(self._controller)
+                    task_status.started()
+        except BaseException as exc:
+            _cancelled_quietly(exc)
+            raise
 
     async def _refresher(self) -> None:
         delay = RETRY_FIRST
@@ -455,26 +475,29 @@ class RedisPresence:
     @asynccontextmanager
     async def watch(self) -> AsyncIterator[AsyncIterator[PresenceEvent]]:
         """Every join and leave on the fleet from now on."""
-        async with (
-            self._connected() as client,
-            client.pubsub(channels=[f"{self.prefix}events"]) as pubsub,
-        ):
+        try:
+            async with (
+                self._connected() as client,
+                client.pubsub(channels=[f"{self.prefix}events"]) as pubsub,
+            ):
+                iterator = _events(pubsub)
+                try:
+                    yield iterator
+                finally:
+                    await iterator.aclose()  # type: ignore[attr-defined]
+        except BaseException as exc:
+            _cancelled_quietly(exc)
+            raise
 
-            async def events() -> AsyncIterator[PresenceEvent]:
-                async for message in pubsub:
-                    if message["type"] != "message":
-                        continue
-                    data = json.loads(message["data"])
-                    session = PresenceSession.from_json(json.dumps(data["session"]))
-                    reason = data.get("reason")
-                    yield PresenceEvent(
-                        data["kind"],
-                        session,
-                        LeaveReason(reason) if reason else None,
-                    )
 
-            iterator = events()
-            try:
-                yield iterator
-            finally:
-                await iterator.aclose()  # type: ignore[attr-defined]
+async def _events(pubsub: Any) -> AsyncIterator[PresenceEvent]:
+    async for message in pubsub:
+        if message["type"] != "message":
+            continue
+        data = json.loads(message["data"])
+        reason = data.get("reason")
+        yield PresenceEvent(
+            data["kind"],
+            PresenceSession.from_json(json.dumps(data["session"])),
+            LeaveReason(reason) if reason else None,
+        )

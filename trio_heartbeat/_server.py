@@ -261,6 +261,7 @@ class HeartbeatServer:
         self.presence = presence
         self.duplicate: Duplicate = duplicate
         self._listed: dict[HeartbeatConnection, PresenceSession] = {}
+        self._connection_nursery: trio.Nursery | None = None
         self._by_session: dict[str, HeartbeatConnection] = {}
         self.config = config
         self.on_connect = on_connect
@@ -380,6 +381,7 @@ class HeartbeatServer:
         try:
             async with trio.open_nursery() as nursery:
                 connections = handler_nursery or nursery
+                self._connection_nursery = connections
                 # The kicker lives where the connections do: with an outside
                 # handler_nursery they may outlast this call, and stay watched.
                 if self.enforce:
@@ -641,11 +643,17 @@ class HeartbeatServer:
         conn = self._by_session.get(session_id)
         if conn is None or conn.closed:
             return
-        alone = conn.end_now(
-            CloseCode.REPLACED,
-            "replaced by a newer session of this client_id",
-            DisconnectReason.REPLACED,
-        )
+        reason = "replaced by a newer session of this client_id"
+        if not conn.can_end_now:
+            # TLS, or a send in progress: the CLOSE goes out after it, from a
+            # task of the connection's nursery (the client must get CLOSE(8),
+            # or it would reconnect and replace the newer session in turn).
+            assert self._connection_nursery is not None
+            self._connection_nursery.start_soon(
+                conn.end, CloseCode.REPLACED, reason, DisconnectReason.REPLACED
+            )
+            return
+        alone = conn.end_now(CloseCode.REPLACED, reason, DisconnectReason.REPLACED)
         if alone:
             if self.enforce:
                 self._kicker.linger(conn)
