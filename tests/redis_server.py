@@ -8,9 +8,10 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
+import trio
 
 
 def _free_port() -> int:
@@ -66,3 +67,12 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], period: float = 0.02
+) -> None:
+    """Until ``await check()`` is true: polls, since what changes is in another
+    process (Redis, a server) that cannot wake us. Bound it with fail_after."""
+    while not await check():  # noqa: ASYNC110
+        await trio.sleep(period)

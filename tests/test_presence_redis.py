@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from trio_heartbeat import (
     RedisPresence,
 )
 
-from .redis_server import RedisServer, redis_server
+from .redis_server import RedisServer, eventually, redis_server
 
 __all__ = ["redis_server"]  # the fixture, used by name
 
@@ -72,15 +73,13 @@ async def test_two_nodes_share_one_list(redis_server: RedisServer) -> None:
             newer = _session("alice", "b", 4)
             await b.join(newer, "replace")
             with trio.fail_after(2):
-                while not replaced_on_a:
-                    await trio.sleep(0.01)
+                await eventually(lambda: _true(bool(replaced_on_a)))
             assert replaced_on_a == [alice.session_id]
             assert await a.sessions_of("alice") == [newer]
             a.leave(alice, LeaveReason.REPLACED)  # its server's cleanup: no-op
             b.leave(newer, LeaveReason.CLOSED)
             with trio.fail_after(2):
-                while await a.is_online("alice"):
-                    await trio.sleep(0.01)
+                await eventually(lambda: _not(a.is_online("alice")))
             await trio.sleep(0.2)
             nursery.cancel_scope.cancel()
     assert [(e.kind, e.session.session_id, e.reason) for e in seen] == [
@@ -108,8 +107,7 @@ async def test_a_node_that_stops_refreshing_loses_its_sessions_after_the_ttl(
                 node.cancel_scope.cancel()  # the node dies: no refresh, no leave
             lost_at = time.monotonic()
             assert len(await watcher.online()) == 3
-            while await watcher.online():
-                await trio.sleep(0.05)
+            await eventually(lambda: _none(watcher.online()))
             gone_after = time.monotonic() - lost_at
             await trio.sleep(0.2)
             nursery.cancel_scope.cancel()
@@ -131,8 +129,7 @@ async def test_redis_restarted_empty_is_refilled_within_a_refresh(
             redis_server.stop()
             redis_server.start()  # empty: nothing is saved
             back = time.monotonic()
-            while len(await _online_or_none(node)) < 5:
-                await trio.sleep(0.05)
+            await eventually(lambda: _count(_online_or_none(node), 5))
             refilled_after = time.monotonic() - back
             listed = await node.online()
             nursery.cancel_scope.cancel()
@@ -162,8 +159,7 @@ async def test_redis_down_admits_unlisted_then_lists_when_back(
             with pytest.raises(PresenceUnavailable, match="unreachable"):
                 await node.online()
             redis_server.start()
-            while not await _online_or_none(node):
-                await trio.sleep(0.05)
+            await eventually(lambda: _count(_online_or_none(node), 1))
             [listed] = await node.online()
             nursery.cancel_scope.cancel()
     assert listed.client_id == "alice"
@@ -171,3 +167,19 @@ async def test_redis_down_admits_unlisted_then_lists_when_back(
     assert events.count("presence_down") == 1  # once per outage
     assert "presence_unlisted" in events
     assert "presence_up" in events
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _not(check: Awaitable[bool]) -> bool:
+    return not await check
+
+
+async def _none(listing: Awaitable[list[PresenceSession]]) -> bool:
+    return not await listing
+
+
+async def _count(listing: Awaitable[list[PresenceSession]], at_least: int) -> bool:
+    return len(await listing) >= at_least
