@@ -253,6 +253,9 @@ class RedisPresence:
         self._replaced: ReplacedCallback | None = None
         self._healthy = False
         self._entered = 0
+        # Retries come at least once per refresh period: a Redis that comes
+        # back is refilled within one.
+        self._retry_max = min(RETRY_MAX, ttl / 3)
 
     # -------------------------------------------------------------- plumbing
 
@@ -323,7 +326,7 @@ class RedisPresence:
             raise
 
     async def _refresher(self) -> None:
-        delay = RETRY_FIRST
+        delay = min(RETRY_FIRST, self._retry_max)
         while True:
             try:
                 with trio.fail_after(max(self.timeout, 5.0)):
@@ -333,10 +336,10 @@ class RedisPresence:
                     raise
                 self._outage("refresh", exc)
                 await trio.sleep(delay)
-                delay = min(RETRY_MAX, delay * 2)
+                delay = min(self._retry_max, delay * 2)
                 continue
             self._recovered()
-            delay = RETRY_FIRST
+            delay = min(RETRY_FIRST, self._retry_max)
             self._refresh_now = trio.Event()
             with trio.move_on_after(self.ttl / 3):
                 await self._refresh_now.wait()
@@ -361,7 +364,7 @@ class RedisPresence:
             self._replaced(session_id)
 
     async def _leave_writer(self) -> None:
-        delay = RETRY_FIRST
+        delay = min(RETRY_FIRST, self._retry_max)
         while True:
             if not self._leaves:
                 self._leave_wakeup = trio.Event()
@@ -388,15 +391,15 @@ class RedisPresence:
                 self._leaves = batch + self._leaves
                 self._outage("leave", exc)
                 await trio.sleep(delay)
-                delay = min(RETRY_MAX, delay * 2)
+                delay = min(self._retry_max, delay * 2)
                 continue
-            delay = RETRY_FIRST
+            delay = min(RETRY_FIRST, self._retry_max)
 
     async def _controller(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         channel = f"{self.prefix}control:{self.node}"
-        delay = RETRY_FIRST
+        delay = min(RETRY_FIRST, self._retry_max)
         started = False
         while True:
             try:
@@ -404,7 +407,7 @@ class RedisPresence:
                     if not started:
                         started = True
                         task_status.started()
-                    delay = RETRY_FIRST
+                    delay = min(RETRY_FIRST, self._retry_max)
                     async for message in pubsub:
                         if message["type"] == "message":
                             self._end_replaced(str(message["data"]))
@@ -416,7 +419,7 @@ class RedisPresence:
                     task_status.started()
                 self._outage("control channel", exc)
             await trio.sleep(delay)
-            delay = min(RETRY_MAX, delay * 2)
+            delay = min(self._retry_max, delay * 2)
 
     # -------------------------------------------------------------- the store
 
