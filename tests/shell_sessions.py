@@ -10,11 +10,14 @@ How a page runs:
 
 * its blocks run top to bottom, in one network namespace made for the page, so
   the documented port 5005 is free whatever else runs on the machine;
-* a block that starts ``python -m trio_heartbeat serve`` is a server in a
-  terminal of its own: it keeps running in the background, the next block
-  waits until its first output line has appeared, and the rest of its output is
-  checked when it stops (Ctrl-C, that is SIGINT, as the page says: before the
-  next server starts, and at the end of the page);
+* a block that starts a server (``python -m trio_heartbeat serve``, an example
+  program that serves, ``redis-server``) is a server in a terminal of its own:
+  it keeps running in the background, the next block waits until its first
+  output line has appeared, and the rest of its output is checked when it
+  stops (Ctrl-C, that is SIGINT, as the page says). Servers on different ports
+  run side by side (two nodes and their Redis); a server started on a port
+  stops the one there first; an example program stops them all; the rest stop
+  at the end of the page, the last started first;
 * every other block runs as one bash script (so ``$!`` and ``wait`` work across
   its lines) and must print exactly its output lines, in order;
 * setting up (``python3 -m venv``, activating, ``pip install``) and the test
@@ -47,7 +50,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Servers: the CLI's, and the example programs that serve (they run until
 # Ctrl-C, in a terminal of their own).
-SERVER = re.compile(r"^python (-m trio_heartbeat serve\b|\w*(server|gateway)\.py\b)")
+SERVER = re.compile(
+    r"^(python (-m trio_heartbeat serve\b|\w*(server|gateway)\.py\b)|redis-server\b)"
+)
+# The port a server block listens on (servers on different ports run side by
+# side; a new server on a port stops the one there first).
+PORT = re.compile(r"--port[ =](\d+)")
+DEFAULT_PORTS = {"redis-server": 6379, "python -m trio_heartbeat serve": 5005}
 SETUP = re.compile(
     r"^(python3? -m venv \S+|\. \S*/bin/activate|source \S*/bin/activate"
     r"|pip install .*|python -m pip install .*)$"
@@ -195,6 +204,10 @@ _NORMALISE = [
     # The machine's own descriptor limit.
     (re.compile(r"up to \d+, room for about \d+"), "up to <n>, room for about <n>"),
     (re.compile(r"\bin \d+\.\d+s\b"), "in <n>s"),
+    # redis-server's log lines: "32010:M 30 Nov 2026 00:17:32.817 * ..."
+    (re.compile(r"^\d+:[CMSX] \d+ \w+ \d{4} \d\d:\d\d:\d\d\.\d{3} "), "<redis> "),
+    # presence's "since" column.
+    (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d"), "<time>"),
 ]
 
 
@@ -371,6 +384,9 @@ def run_page(
     """Run a page's blocks in ``session_dir`` (inside network namespace
     ``netns``, if given); yield a description of each problem found."""
     env = environment(session_dir)
+    # Running servers by the port they hold (None: an example program's),
+    # in the order they started; ``server`` is the latest.
+    servers: dict[int | None, _Server] = {}
     server: _Server | None = None
     # Scripts live beside the session directory, not in it (a reader's
     # directory holds only what the page made), and run from a file so that
@@ -383,17 +399,18 @@ def run_page(
         prefix = [] if netns is None else ["ip", "netns", "exec", netns]
         return [*prefix, "bash", str(path)]
 
-    def stop_server() -> Iterator[str]:
-        nonlocal server
-        if server is None:
-            return
-        lines = server.stop()
-        if not matches(server.expected, lines, exact=False):
+    def stop(key: int | None) -> Iterator[str]:
+        stopping = servers.pop(key)
+        lines = stopping.stop()
+        if not matches(stopping.expected, lines, exact=False):
             yield (
-                f"{server.block.where}: the server's output does not show "
-                f"{server.expected!r}; it printed {lines!r}"
+                f"{stopping.block.where}: the server's output does not show "
+                f"{stopping.expected!r}; it printed {lines!r}"
             )
-        server = None
+
+    def stop_all() -> Iterator[str]:
+        for key in reversed(list(servers)):  # the last started first
+            yield from stop(key)
 
     try:
         for number, block in enumerate(blocks):
@@ -408,10 +425,14 @@ def run_page(
             if not commands:
                 continue
             if block.is_server:
-                yield from stop_server()
                 assert len(commands) == 1, f"{block.where}: one command per server"
+                key = server_port(commands[0])
+                if key is None:
+                    yield from stop_all()  # an example program: alone
+                elif key in servers:
+                    yield from stop(key)  # Ctrl-C, then the new one there
                 argv = command_line(f"exec {commands[0]}", number)
-                server = _Server(block, argv, env)
+                server = servers[key] = _Server(block, argv, env)
                 server.wait_for_first_line(timeout=15)
                 continue
             argv = command_line("\n".join(commands), number)
@@ -424,7 +445,16 @@ def run_page(
                     f"{block.where}: {commands!r} printed {lines!r}, "
                     f"the page shows {list(block.output)!r}"
                 )
-        yield from stop_server()
+        yield from stop_all()
     finally:
-        if server is not None:
-            server.kill()
+        for running in servers.values():
+            running.kill()
+
+
+def server_port(command: str) -> int | None:
+    """The port a server command listens on; None for an example program."""
+    for prefix, default in DEFAULT_PORTS.items():
+        if command.startswith(prefix):
+            found = PORT.search(command)
+            return int(found.group(1)) if found else default
+    return None

@@ -87,7 +87,7 @@ async def test_two_nodes_list_their_clients_and_replace_across(
             assert (await _presence(redis_server, "alice", "bob"))[0] == 0
             code, out = await _presence(redis_server, "alice", "carol")
             assert code == 1
-            assert out.split("\t")[:3] == ["alice", "a", alice.name]
+            assert out.split()[:3] == ["alice", "a", alice.name]
             # alice logs in again, on the other node: the older session ends.
             again = await _client(port_b, "alice")
             frame = await alice.receive()

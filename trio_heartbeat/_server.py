@@ -235,6 +235,13 @@ class HeartbeatServer:
     logged, with "authentication failed"). ``pong_payload(conn, ping_payload)``
     returns the bytes piggybacked on each PONG (by default a PONG echoes its
     PING's payload). A server serves one set of listeners at a time.
+
+    ``presence`` lists each client that gives a ``client_id`` while it is
+    connected (:class:`MemoryPresence` in this process, :class:`RedisPresence`
+    for a fleet); ``duplicate`` says what happens when a listed ``client_id``
+    connects again: ``"allow"`` (both listed), ``"replace"`` (the older
+    session gets CLOSE(8), on whichever server holds it), ``"reject"`` (the
+    newcomer gets CLOSE(7)). A heartbeat never touches the store.
     """
 
     def __init__(
@@ -837,6 +844,8 @@ async def serve_listeners(
     on_refuse: RefuseHook | None = None,
     authenticate: Authenticate | None = None,
     pong_payload: PongPayload | None = None,
+    presence: Presence | None = None,
+    duplicate: Duplicate = "allow",
     handler_nursery: trio.Nursery | None = None,
     task_status: trio.TaskStatus[Sequence[trio.abc.Listener[Any]]] = (
         trio.TASK_STATUS_IGNORED
@@ -853,9 +862,10 @@ async def serve_listeners(
 
     Accept errors that mean "out of file descriptors or memory" are logged and
     retried after a short sleep, as :func:`trio.serve_listeners` does; other
-    errors propagate. The hooks, ``authenticate`` and ``pong_payload`` are
-    :class:`HeartbeatServer`'s; make one yourself to keep a handle on the
-    server (its connections, their lookup by ``client_id``, its figures).
+    errors propagate. The hooks, ``authenticate``, ``pong_payload``,
+    ``presence`` and ``duplicate`` are :class:`HeartbeatServer`'s; make one
+    yourself to keep a handle on the server (its connections, their lookup by
+    ``client_id``, its figures).
 
     ``handler_nursery``: where the connections' tasks run (by default, inside
     this call). Pass a nursery of your own to keep connections going after
@@ -869,6 +879,8 @@ async def serve_listeners(
         on_refuse=on_refuse,
         authenticate=authenticate,
         pong_payload=pong_payload,
+        presence=presence,
+        duplicate=duplicate,
     )
     await server.serve_listeners(
         listeners, handler_nursery=handler_nursery, task_status=task_status
@@ -887,6 +899,8 @@ async def serve_tcp(
     on_refuse: RefuseHook | None = None,
     authenticate: Authenticate | None = None,
     pong_payload: PongPayload | None = None,
+    presence: Presence | None = None,
+    duplicate: Duplicate = "allow",
     handler_nursery: trio.Nursery | None = None,
     ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[Sequence[trio.abc.Listener[Any]]] = (
@@ -908,6 +922,8 @@ async def serve_tcp(
         on_refuse=on_refuse,
         authenticate=authenticate,
         pong_payload=pong_payload,
+        presence=presence,
+        duplicate=duplicate,
     )
     await server.serve_tcp(
         port,

@@ -339,8 +339,9 @@ def _add_presence(commands: Any) -> None:
         help="list who is online in a fleet's Redis",
         description="List the sessions online, from the Redis the servers share "
         "(serve --presence redis://...). One line per session: client_id, "
-        "node, peer, since. With CLIENT_IDs, only theirs, and the exit status "
-        "says whether all of them are online (0) or not (1).",
+        "node, peer, since (local time). With CLIENT_IDs, only theirs, and the "
+        "exit status says whether all of them are online (0) or not (1); 1 "
+        "also when Redis cannot be reached.",
     )
     presence.add_argument(
         "--redis", required=True, metavar="URL", help="redis://HOST:PORT/DB"

@@ -18,7 +18,7 @@ __all__ = ["run_presence"]
 
 def _line(session: PresenceSession) -> str:
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(session.since))
-    return f"{session.client_id}\t{session.node}\t{session.peer}\t{since}"
+    return f"{session.client_id:<16} {session.node:<16} {session.peer:<21} {since}"
 
 
 async def _listed(store: RedisPresence, client_ids: list[str]) -> list[PresenceSession]:
