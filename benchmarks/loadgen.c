@@ -18,12 +18,13 @@
  * connection, when its CLOSE arrived - (when its PING was sent + TIMEOUT), in
  * seconds. Exits 1 if a connection ends without a CLOSE.
  *
- * Run:   loadgen scale PORT SOURCE_IP CONNECTIONS INTERVAL TIMEOUT OUTFILE
+ * Run:   loadgen scale PORT SOURCE_IP CONNECTIONS INTERVAL TIMEOUT OUTFILE [ID_PREFIX]
  *
  * Many connections, as real clients keep them (benchmarks/scale.py runs
  * several of these at once, each from its own SOURCE_IP in 127.0.0.0/8: one
  * address has about 28,000 ephemeral ports). Opens CONNECTIONS from SOURCE_IP,
- * at most WINDOW handshakes at a time (HELLO proposing INTERVAL), prints
+ * at most WINDOW handshakes at a time (HELLO proposing INTERVAL; with
+ * ID_PREFIX, connection i names itself client_id ID_PREFIX<i>), prints
  * "connected N SECONDS", then takes commands on stdin, one per line:
  *   ping       every connection sends a PING every INTERVAL seconds, the
  *              connections spread evenly over it; each PONG's latency is kept
@@ -263,7 +264,7 @@ static int open_one(const struct sockaddr_in *server, const struct sockaddr_in *
 }
 
 static int scale(int port, const char *source_ip, int count, double interval,
-                 double timeout, const char *outfile) {
+                 double timeout, const char *outfile, const char *id_prefix) {
     raise_fd_limit();
     struct sockaddr_in server = {.sin_family = AF_INET, .sin_port = htons(port)};
     server.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -373,6 +374,14 @@ static int scale(int port, const char *source_ip, int count, double interval,
                 socklen_t size = sizeof(error);
                 getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &error, &size);
                 if (error) { errno = error; die("connect"); }
+                if (id_prefix) {
+                    int n = snprintf(hello + 2, sizeof(hello) - 2,
+                                     "{\"version\":1,\"interval\":%g,\"client_id\":\"%s%u\"}",
+                                     interval, id_prefix, tag);
+                    if (n >= 128) die("client_id too long");
+                    hello[1] = (char)n;
+                    hello_size = (size_t)n + 2;
+                }
                 write_all(c->fd, hello, hello_size);
                 struct epoll_event ev = {.events = EPOLLIN, .data.u32 = tag};
                 if (epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev) < 0) die("epoll_ctl");
@@ -435,9 +444,9 @@ static int scale(int port, const char *source_ip, int count, double interval,
 int main(int argc, char **argv) {
     if (argc == 5 && strcmp(argv[1], "silent") == 0)
         return silent(atoi(argv[2]), atoi(argv[3]), atof(argv[4]));
-    if (argc == 8 && strcmp(argv[1], "scale") == 0)
+    if ((argc == 8 || argc == 9) && strcmp(argv[1], "scale") == 0)
         return scale(atoi(argv[2]), argv[3], atoi(argv[4]), atof(argv[5]),
-                     atof(argv[6]), argv[7]);
+                     atof(argv[6]), argv[7], argc == 9 ? argv[8] : NULL);
     if (argc != 8) {
         fprintf(stderr, "usage: %s PORT CONNECTIONS SECONDS PIPELINE HANDSHAKE "
                         "PING_HEX REPLY_BYTES\n", argv[0]);

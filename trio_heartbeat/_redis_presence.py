@@ -7,14 +7,15 @@ Keys (``prefix`` ``thb:`` by default), after Centrifuge's presence:
 ``{prefix}expiry``
     sorted set: session id → when it expires (Redis's own clock).
 ``{prefix}client:{client_id}``
-    sorted set: that client's session ids → expiry (lookups, the duplicate rule).
+    set: that client's session ids (lookups, the duplicate rule).
 ``{prefix}replaced:{session id}``
     a tombstone (expires after the TTL): a replaced session is not re-listed
     by its node's next refresh.
 
-Each node refreshes the expiry of its own sessions once per ``ttl / 3`` in
-one script call (re-listing any that are missing: a Redis that restarted
-empty is refilled from the live sessions within one refresh). Entries whose
+Each node refreshes the expiry of its own sessions once per ``ttl / 3``: one
+pipeline of one script call per 1,000 sessions, one command per session in
+Redis (a Redis that restarted empty is refilled from the live sessions within
+one refresh: the script reports the ids it no longer knows). Entries whose
 node stopped refreshing (SIGKILL, power loss) expire after ``ttl``: every
 script drops expired entries before it reads (and tells the watchers: leave,
 ``node_lost``). Joins and their duplicate rule run in one script (atomic);
@@ -60,7 +61,8 @@ __all__ = ["RedisPresence"]
 logger = logging.getLogger("trio_heartbeat.presence")
 
 # Expired entries: dropped, and announced as lost with their node. Shared by
-# the scripts (Lua has no imports): NOW and P (the prefix) are set first.
+# the scripts (Lua has no imports); P (the prefix) is set first. NOW is
+# Redis's own clock: one clock for the whole fleet.
 _PURGE = """
 local function purge(ids)
   for _, id in ipairs(ids) do
@@ -69,11 +71,26 @@ local function purge(ids)
     redis.call('ZREM', P .. 'expiry', id)
     if data then
       local cid = cjson.decode(data).client_id
-      redis.call('ZREM', P .. 'client:' .. cid, id)
+      redis.call('SREM', P .. 'client:' .. cid, id)
       redis.call('PUBLISH', P .. 'events',
         '{"kind":"leave","reason":"node_lost","session":' .. data .. '}')
     end
   end
+end
+-- A client's sessions that are still listed; the expired ones purged.
+local function live_sessions(ckey, now)
+  local live, dead = {}, {}
+  for _, id in ipairs(redis.call('SMEMBERS', ckey)) do
+    local expiry = redis.call('ZSCORE', P .. 'expiry', id)
+    if expiry and tonumber(expiry) > now then
+      table.insert(live, id)
+    else
+      table.insert(dead, id)
+      redis.call('SREM', ckey, id)
+    end
+  end
+  purge(dead)
+  return live
 end
 local t = redis.call('TIME')
 local NOW = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -87,8 +104,7 @@ _JOIN = (
     + """
 local sid, cid, data, ttl, dup = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
 local ckey = P .. 'client:' .. cid
-purge(redis.call('ZRANGEBYSCORE', ckey, '-inf', NOW))
-local others = redis.call('ZRANGE', ckey, 0, -1)
+local others = live_sessions(ckey, NOW)
 if dup == 'reject' and #others > 0 then
   return {'rejected', redis.call('HGET', P .. 'sessions', others[1]) or ''}
 end
@@ -97,7 +113,7 @@ if dup == 'replace' then
     local d = redis.call('HGET', P .. 'sessions', old)
     redis.call('HDEL', P .. 'sessions', old)
     redis.call('ZREM', P .. 'expiry', old)
-    redis.call('ZREM', ckey, old)
+    redis.call('SREM', ckey, old)
     redis.call('SET', P .. 'replaced:' .. old, '1', 'EX', math.ceil(ttl))
     if d then
       redis.call('PUBLISH', P .. 'control:' .. cjson.decode(d).node, old)
@@ -108,7 +124,7 @@ if dup == 'replace' then
 end
 redis.call('HSET', P .. 'sessions', sid, data)
 redis.call('ZADD', P .. 'expiry', NOW + ttl, sid)
-redis.call('ZADD', ckey, NOW + ttl, sid)
+redis.call('SADD', ckey, sid)
 redis.call('PUBLISH', P .. 'events', '{"kind":"join","session":' .. data .. '}')
 return {'joined'}
 """
@@ -121,47 +137,67 @@ local data = redis.call('HGET', P .. 'sessions', sid)
 if not data then return 0 end
 redis.call('HDEL', P .. 'sessions', sid)
 redis.call('ZREM', P .. 'expiry', sid)
-redis.call('ZREM', P .. 'client:' .. cid, sid)
+redis.call('SREM', P .. 'client:' .. cid, sid)
 redis.call('PUBLISH', P .. 'events',
   '{"kind":"leave","reason":"' .. reason .. '","session":' .. data .. '}')
 return 1
 """
 
-# ARGV: prefix, ttl, then (session id, client id, session JSON) triples.
-# Returns the session ids that were replaced meanwhile (their node ends them).
+# ARGV: prefix, ttl, then session ids: pushes their expiry (one command per
+# listed session: ZADD XX only touches members that exist). Returns {replaced,
+# missing}: the ids replaced meanwhile (their node ends them) and the ids not
+# listed (Redis lost them: the node lists them again).
 _REFRESH = (
     "local P = ARGV[1]\n"
     + _PURGE
     + """
 purge(redis.call('ZRANGEBYSCORE', P .. 'expiry', '-inf', NOW, 'LIMIT', 0, 1000))
+local expiry = NOW + tonumber(ARGV[2])
+local replaced, missing = {}, {}
+for i = 3, #ARGV do
+  local sid = ARGV[i]
+  if redis.call('ZADD', P .. 'expiry', 'XX', 'CH', expiry, sid) == 0 then
+    if redis.call('EXISTS', P .. 'replaced:' .. sid) == 1 then
+      table.insert(replaced, sid)
+    else
+      table.insert(missing, sid)
+    end
+  end
+end
+return {replaced, missing}
+"""
+)
+
+# ARGV: prefix, ttl, then (session id, client id, session JSON) triples: lists
+# them again (after Redis lost them), unless replaced meanwhile.
+_RELIST = """
+local P = ARGV[1]
+local t = redis.call('TIME')
+local NOW = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local ttl = tonumber(ARGV[2])
-local replaced = {}
 for i = 3, #ARGV, 3 do
   local sid, cid, data = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  if redis.call('EXISTS', P .. 'replaced:' .. sid) == 1 then
-    table.insert(replaced, sid)
-  else
+  if redis.call('EXISTS', P .. 'replaced:' .. sid) == 0 then
     if redis.call('HSET', P .. 'sessions', sid, data) == 1 then
       redis.call('PUBLISH', P .. 'events', '{"kind":"join","session":' .. data .. '}')
     end
     redis.call('ZADD', P .. 'expiry', NOW + ttl, sid)
-    redis.call('ZADD', P .. 'client:' .. cid, NOW + ttl, sid)
+    redis.call('SADD', P .. 'client:' .. cid, sid)
   end
 end
-return replaced
+return 0
 """
-)
 
 # ARGV: prefix, and a client id or "". Returns the listed sessions' JSON.
 _READ = (
     "local P = ARGV[1]\n"
     + _PURGE
     + """
-purge(redis.call('ZRANGEBYSCORE', P .. 'expiry', '-inf', NOW))
 if ARGV[2] == '' then
+  purge(redis.call('ZRANGEBYSCORE', P .. 'expiry', '-inf', NOW))
   return redis.call('HVALS', P .. 'sessions')
 end
-local ids = redis.call('ZRANGE', P .. 'client:' .. ARGV[2], 0, -1)
+local ids = live_sessions(P .. 'client:' .. ARGV[2], NOW)
 if #ids == 0 then return {} end
 return redis.call('HMGET', P .. 'sessions', unpack(ids))
 """
@@ -345,19 +381,42 @@ class RedisPresence:
                 await self._refresh_now.wait()
 
     async def _refresh(self) -> None:
+        """Push the expiry of every local session; list again any that Redis
+        lost (a restart), in one pipeline each way."""
         sessions = list(self._local.values())
         calls: list[list[Any]] = []
         for start in range(0, max(1, len(sessions)), REFRESH_CHUNK):
             args: list[Any] = [self.prefix, self.ttl]
-            for session in sessions[start : start + REFRESH_CHUNK]:
-                args += [session.session_id, session.client_id, session.to_json()]
+            args += [
+                session.session_id
+                for session in sessions[start : start + REFRESH_CHUNK]
+            ]
             calls.append(args)
+        missing: list[PresenceSession] = []
         async with self._connected() as client:
             async with client.pipeline(transaction=False) as pipe:
                 results = [pipe.eval(_REFRESH, keys=[], args=args) for args in calls]
             for result in results:  # (after the pipeline ran: outside its with)
-                for session_id in await result:
+                replaced, lost = await result
+                for session_id in replaced:
                     self._end_replaced(str(session_id))
+                missing += [
+                    self._local[str(sid)] for sid in lost if str(sid) in self._local
+                ]
+            if not missing:
+                return
+            async with client.pipeline(transaction=False) as pipe:
+                for start in range(0, len(missing), REFRESH_CHUNK):
+                    args = [self.prefix, self.ttl]
+                    for session in missing[start : start + REFRESH_CHUNK]:
+                        args += [session.session_id, session.client_id,
+                                 session.to_json()]  # fmt: skip
+                    pipe.eval(_RELIST, keys=[], args=args)
+        logger.info(
+            "presence: listed %d sessions again (Redis had lost them)",
+            len(missing),
+            extra={"event": "presence_relisted"},
+        )
 
     def _end_replaced(self, session_id: str) -> None:
         if self._local.pop(session_id, None) is not None and self._replaced:
