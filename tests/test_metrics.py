@@ -166,6 +166,7 @@ def test_the_prometheus_text_parses_with_the_expected_names() -> None:
         loop_lag_count=6, loop_lag_sum=0.25, loop_lag_max=0.2, stalled_seconds=0.0,
         kick_lateness_buckets=((0.01, 3), (0.05, 1), (float("inf"), 0)),
         kick_lateness_count=4, kick_lateness_sum=0.07, kick_lateness_max=0.04,
+        presence_listed=3, presence_unreachable=1,
     )  # fmt: skip
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -190,6 +191,8 @@ def test_the_prometheus_text_parses_with_the_expected_names() -> None:
     assert samples[(p + "kick_lateness_seconds_bucket", (("le", "0.05"),))] == 4
     assert samples[(p + "kick_lateness_seconds_count", ())] == 4
     assert samples[(p + "kick_lateness_max_seconds", ())] == 0.04
+    assert samples[(p + "presence_listed", ())] == 3
+    assert samples[(p + "presence_unreachable", ())] == 1
 
 
 async def _get(url: str) -> tuple[str, str]:

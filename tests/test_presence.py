@@ -70,6 +70,8 @@ async def test_a_named_client_is_listed_while_connected(
         assert session.peer == server.connections_of("alice")[0].peer
         assert await presence.is_online("alice")
         assert not await presence.is_online("bob")
+        figures = server.metrics()
+        assert (figures.presence_listed, figures.presence_unreachable) == (1, 0)
         await alice.send(Close(CloseCode.NORMAL, "bye"))
         await trio.sleep(1)
         assert await presence.online() == []

@@ -158,9 +158,11 @@ async def test_redis_down_admits_unlisted_then_lists_when_back(
             assert time.monotonic() - started < 1.5
             with pytest.raises(PresenceUnavailable, match="unreachable"):
                 await node.online()
+            assert not node.healthy
             redis_server.start()
             await eventually(lambda: _count(_online_or_none(node), 1))
             [listed] = await node.online()
+            assert node.healthy
             nursery.cancel_scope.cancel()
     assert listed.client_id == "alice"
     events = [getattr(r, "event", None) for r in caplog.records]

@@ -151,6 +151,11 @@ class ServerMetrics:
     kick_lateness_count: int = 0
     kick_lateness_sum: float = 0.0
     kick_lateness_max: float = 0.0
+    #: Sessions this server has listed in its presence store now.
+    presence_listed: int = 0
+    #: 1 while this server cannot reach its presence store (Redis down);
+    #: summed over workers: how many are cut off.
+    presence_unreachable: int = 0
     #: Worker processes summed into this snapshot (1 for one server).
     workers: int = 1
 
@@ -222,5 +227,7 @@ class ServerMetrics:
             kick_lateness_count=summed("kick_lateness_count"),
             kick_lateness_sum=summed("kick_lateness_sum"),
             kick_lateness_max=max(part.kick_lateness_max for part in parts),
+            presence_listed=summed("presence_listed"),
+            presence_unreachable=summed("presence_unreachable"),
             workers=summed("workers"),
         )

@@ -157,6 +157,11 @@ class Presence(Protocol):
     #: This server's name in the listing.
     node: str
 
+    @property
+    def healthy(self) -> bool:
+        """False while the store cannot be reached (joins are admitted
+        unlisted meanwhile)."""
+
     async def run(
         self,
         replaced: ReplacedCallback,
@@ -246,6 +251,11 @@ class MemoryPresence:
         self._replaced: dict[str, ReplacedCallback] = {}
         self._watchers = _Watchers()
 
+    @property
+    def healthy(self) -> bool:
+        """Always: nothing to reach."""
+        return True
+
     def for_node(self, node: str) -> _NodeView:
         """The same store, seen by another server (node) in this process."""
         return _NodeView(self, node)
@@ -314,6 +324,10 @@ class _NodeView:
     def __init__(self, store: MemoryPresence, node: str) -> None:
         self.node = node
         self._store = store
+
+    @property
+    def healthy(self) -> bool:
+        return True
 
     async def run(
         self,

@@ -115,6 +115,16 @@ class _Collector:
             value=m.kick_lateness_max,
         )  # fmt: skip
         yield GaugeMetricFamily(
+            p + "presence_listed",
+            "Sessions this server lists in its presence store.",
+            value=m.presence_listed,
+        )
+        yield GaugeMetricFamily(
+            p + "presence_unreachable",
+            "Servers (workers) that cannot reach their presence store now.",
+            value=m.presence_unreachable,
+        )
+        yield GaugeMetricFamily(
             p + "workers", "Server processes summed in these figures.",
             value=m.workers,
         )  # fmt: skip

@@ -293,6 +293,11 @@ class RedisPresence:
         # back is refilled within one.
         self._retry_max = min(RETRY_MAX, ttl / 3)
 
+    @property
+    def healthy(self) -> bool:
+        """False from a failed Redis call until one succeeds again."""
+        return self._healthy
+
     # -------------------------------------------------------------- plumbing
 
     @asynccontextmanager

@@ -365,6 +365,10 @@ class HeartbeatServer:
             kick_lateness_count=kicks.count,
             kick_lateness_sum=kicks.sum,
             kick_lateness_max=kicks.max,
+            presence_listed=len(self._listed),
+            presence_unreachable=int(
+                self.presence is not None and not self.presence.healthy
+            ),
         )
 
     async def serve_listeners(
