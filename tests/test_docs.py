@@ -170,6 +170,20 @@ def test_scale_picture_and_table_match_the_recorded_run() -> None:
     assert run["kicked"] == run["silent"]
 
 
+def test_the_presence_figures_are_the_recorded_runs() -> None:
+    run = json.loads((DOCS / "_static" / "presence.json").read_text())["summary"]
+    page = (DOCS / "benchmarks.rst").read_text()
+    for figure in (
+        f"{run['redis_commands_per_s']:,} per second",
+        f"{run['list_ms']} ms",
+        f"{run['list_cli_ms']} ms",
+        f"{run['dead_node_gone_s']} s after the kill",
+        f"{run['cpu_ratio_on_off']}×",
+    ):
+        assert figure in page, figure
+    assert run["sessions"] == 10_000
+
+
 def test_the_production_examples_name_what_exists() -> None:
     """alerts.yml names only metrics the server exports; the systemd unit's
     ExecStart is a command line ``serve`` accepts."""
