@@ -178,7 +178,7 @@ def test_the_presence_figures_are_the_recorded_runs() -> None:
         f"{run['list_ms']} ms",
         f"{run['list_cli_ms']} ms",
         f"{run['dead_node_gone_s']} s after the kill",
-        f"{run['cpu_ratio_on_off']}×",
+        f"{run['cpu_ratio_on_off']}\N{MULTIPLICATION SIGN}",
     ):
         assert figure in page, figure
     assert run["sessions"] == 10_000
