@@ -16,8 +16,9 @@ How a page runs:
   output line has appeared, and the rest of its output is checked when it
   stops (Ctrl-C, that is SIGINT, as the page says). Servers on different ports
   run side by side (two nodes and their Redis); a server started on a port
-  stops the one there first; an example program stops them all; the rest stop
-  at the end of the page, the last started first;
+  stops the one there first; an example program runs alone (it stops the
+  others, and the next server stops it); the rest stop at the end of the page,
+  the last started first;
 * every other block runs as one bash script (so ``$!`` and ``wait`` work across
   its lines) and must print exactly its output lines, in order;
 * setting up (``python3 -m venv``, activating, ``pip install``) and the test
@@ -429,8 +430,11 @@ def run_page(
                 key = server_port(commands[0])
                 if key is None:
                     yield from stop_all()  # an example program: alone
-                elif key in servers:
-                    yield from stop(key)  # Ctrl-C, then the new one there
+                else:
+                    if None in servers:  # an example program, on any port
+                        yield from stop(None)
+                    if key in servers:
+                        yield from stop(key)  # Ctrl-C, then the new one there
                 argv = command_line(f"exec {commands[0]}", number)
                 server = servers[key] = _Server(block, argv, env)
                 server.wait_for_first_line(timeout=15)

@@ -57,6 +57,11 @@ def default_node_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def listing_order(session: PresenceSession) -> tuple[str, float]:
+    """Listings are sorted by client id, then by since when."""
+    return (session.client_id, session.since)
+
+
 def new_session_id() -> str:
     return uuid.uuid4().hex
 
@@ -179,10 +184,10 @@ class Presence(Protocol):
         """Take ``session`` off the list (soon; never blocks)."""
 
     async def online(self) -> list[PresenceSession]:
-        """Every listed session, fleet-wide."""
+        """Every listed session, fleet-wide, by client id then since when."""
 
     async def sessions_of(self, client_id: str) -> list[PresenceSession]:
-        """The listed sessions of ``client_id``."""
+        """The listed sessions of ``client_id``, oldest first."""
 
     async def is_online(self, client_id: str) -> bool:
         """Whether ``client_id`` has a listed session."""
@@ -305,11 +310,11 @@ class MemoryPresence:
         self._watchers.publish(PresenceEvent("leave", session, reason))
 
     async def online(self) -> list[PresenceSession]:
-        return sorted(self._sessions.values(), key=lambda s: s.since)
+        return sorted(self._sessions.values(), key=listing_order)
 
     async def sessions_of(self, client_id: str) -> list[PresenceSession]:
         sessions = self._by_client.get(client_id, {}).values()
-        return sorted(sessions, key=lambda s: s.since)
+        return sorted(sessions, key=listing_order)
 
     async def is_online(self, client_id: str) -> bool:
         return client_id in self._by_client

@@ -54,6 +54,7 @@ from ._presence import (
     PresenceUnavailable,
     ReplacedCallback,
     default_node_id,
+    listing_order,
 )
 
 __all__ = ["RedisPresence"]
@@ -537,7 +538,7 @@ class RedisPresence:
                 f"Redis at {self.url} unreachable: {_leaf(exc)}"
             ) from None
         sessions = [PresenceSession.from_json(item) for item in found if item]
-        return sorted(sessions, key=lambda s: s.since)
+        return sorted(sessions, key=listing_order)
 
     @asynccontextmanager
     async def watch(self) -> AsyncIterator[AsyncIterator[PresenceEvent]]:
