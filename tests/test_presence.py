@@ -43,21 +43,33 @@ async def _serve(
     return server, listener
 
 
-async def _events(presence: MemoryPresence, into: list[PresenceEvent]) -> None:
+async def _events(
+    presence: MemoryPresence,
+    into: list[PresenceEvent],
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     async with presence.watch() as events:
+        task_status.started()
         async for event in events:
             into.append(event)
+
+
+async def _watched(
+    nursery: trio.Nursery, duplicate: Any = "allow", node: str = "n"
+) -> tuple[MemoryPresence, HeartbeatServer, MemoryListener, list[PresenceEvent]]:
+    """A store, its events as they come, and a server listing into it."""
+    presence = MemoryPresence(node)
+    seen: list[PresenceEvent] = []
+    await nursery.start(_events, presence, seen)
+    server, listener = await _serve(nursery, presence, duplicate)
+    return presence, server, listener, seen
 
 
 async def test_a_named_client_is_listed_while_connected(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    presence = MemoryPresence("node-1")
-    seen: list[PresenceEvent] = []
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_events, presence, seen)
-        await trio.lowlevel.checkpoint()
-        server, listener = await _serve(nursery, presence)
+        presence, server, listener, seen = await _watched(nursery, node="node-1")
         alice = RawPeer(await listener.connect())
         await alice.hello(interval=5, client_id="alice", meta={"device": "phone"})
         anonymous = RawPeer(await listener.connect())
@@ -84,12 +96,8 @@ async def test_a_named_client_is_listed_while_connected(
 async def test_a_kicked_client_leaves_as_kicked_at_the_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    presence = MemoryPresence("n")
-    seen: list[PresenceEvent] = []
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_events, presence, seen)
-        await trio.lowlevel.checkpoint()
-        _, listener = await _serve(nursery, presence)
+        _, _, listener, seen = await _watched(nursery)
         peer = RawPeer(await listener.connect())
         await peer.hello(interval=5, client_id="quiet")
         start = trio.current_time()
@@ -107,12 +115,8 @@ async def test_a_kicked_client_leaves_as_kicked_at_the_timeout(
 async def test_replace_closes_the_older_session_with_close_8(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    presence = MemoryPresence("n")
-    seen: list[PresenceEvent] = []
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_events, presence, seen)
-        await trio.lowlevel.checkpoint()
-        server, listener = await _serve(nursery, presence, "replace")
+        presence, server, listener, seen = await _watched(nursery, "replace")
         old = RawPeer(await listener.connect())
         await old.hello(interval=5, client_id="alice")
         await trio.sleep(1)

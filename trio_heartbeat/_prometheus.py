@@ -46,7 +46,6 @@ class _Collector:
         from prometheus_client.core import (
             CounterMetricFamily,
             GaugeMetricFamily,
-            HistogramMetricFamily,
         )
 
         m = self.metrics
@@ -89,30 +88,22 @@ class _Collector:
             p + "received_bytes", "Bytes received.", value=m.bytes_received
         )
         yield CounterMetricFamily(p + "sent_bytes", "Bytes sent.", value=m.bytes_sent)
-        yield HistogramMetricFamily(
-            p + "loop_lag_seconds",
+        yield from _histogram(
+            p + "loop_lag",
             "How late the server's own event loop woke a probe task.",
-            buckets=_cumulative(m.loop_lag_buckets),
-            sum_value=m.loop_lag_sum,
-        )
-        yield GaugeMetricFamily(
-            p + "loop_lag_max_seconds", "The worst loop lateness so far.",
-            value=m.loop_lag_max,
+            m.loop_lag_buckets, m.loop_lag_sum,
+            "The worst loop lateness so far.", m.loop_lag_max,
         )  # fmt: skip
         yield CounterMetricFamily(
             p + "stalled_seconds",
             "Seconds the server was stalled, counted against no client.",
             value=m.stalled_seconds,
         )
-        yield HistogramMetricFamily(
-            p + "kick_lateness_seconds",
+        yield from _histogram(
+            p + "kick_lateness",
             "How late heartbeat-timeout kicks came, against when they were due.",
-            buckets=_cumulative(m.kick_lateness_buckets),
-            sum_value=m.kick_lateness_sum,
-        )
-        yield GaugeMetricFamily(
-            p + "kick_lateness_max_seconds", "The latest kick so far.",
-            value=m.kick_lateness_max,
+            m.kick_lateness_buckets, m.kick_lateness_sum,
+            "The latest kick so far.", m.kick_lateness_max,
         )  # fmt: skip
         yield GaugeMetricFamily(
             p + "presence_listed",
@@ -128,6 +119,24 @@ class _Collector:
             p + "workers", "Server processes summed in these figures.",
             value=m.workers,
         )  # fmt: skip
+
+
+def _histogram(
+    name: str,
+    documentation: str,
+    buckets: tuple[tuple[float, int], ...],
+    total: float,
+    max_documentation: str,
+    maximum: float,
+) -> Iterator[Any]:
+    """``{name}_seconds`` (a histogram) and ``{name}_max_seconds`` (a gauge)."""
+    from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+
+    yield HistogramMetricFamily(
+        name + "_seconds", documentation, buckets=_cumulative(buckets),
+        sum_value=total,
+    )  # fmt: skip
+    yield GaugeMetricFamily(name + "_max_seconds", max_documentation, value=maximum)
 
 
 def _cumulative(
