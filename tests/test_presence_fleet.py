@@ -98,7 +98,14 @@ async def test_two_nodes_list_their_clients_and_replace_across(
             assert [(s["client_id"], s["node"], s["peer"]) for s in listed] == [
                 ("alice", "b", again.name), ("bob", "b", bob.name),
             ]  # fmt: skip
-            await _stop(a, b)
+            # Stopped (SIGTERM) with their clients still connected, the servers
+            # take their sessions off the list at once, not after the TTL.
+            a.terminate()
+            b.terminate()
+            await a.wait()
+            await b.wait()
+            assert await _listed(redis_server) == []
+            await _stop()
     assert a.stderr is not None
     log = [json.loads(line) for line in (await _drain(a)).splitlines()]
     ended = [e for e in log if e["event"] == "disconnect"]

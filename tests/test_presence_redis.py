@@ -100,21 +100,44 @@ async def test_a_node_that_stops_refreshing_loses_its_sessions_after_the_ttl(
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             await nursery.start(_collect, watcher, seen)
-            async with trio.open_nursery() as node:
-                await node.start(dying.run, lambda sid: None)
-                for number in range(3):
-                    await dying.join(_session(f"c{number}", "dying", number), "allow")
-                node.cancel_scope.cancel()  # the node dies: no refresh, no leave
+            # Listed, then never refreshed nor left: as if its process died.
+            for number in range(3):
+                await dying.join(_session(f"c{number}", "dying", number), "allow")
             lost_at = time.monotonic()
             assert len(await watcher.online()) == 3
             await eventually(lambda: _none(watcher.online()))
             gone_after = time.monotonic() - lost_at
             await trio.sleep(0.2)
             nursery.cancel_scope.cancel()
-    assert gone_after <= 1.5  # the TTL (1 s) since its last refresh
+    assert gone_after <= 1.5  # the TTL (1 s) since it listed them
     leaves = [e for e in seen if e.kind == "leave"]
     assert sorted(e.session.client_id for e in leaves) == ["c0", "c1", "c2"]
     assert {e.reason for e in leaves} == {LeaveReason.NODE_LOST}
+
+
+async def test_a_node_that_shuts_down_takes_its_sessions_off_at_once(
+    redis_server: RedisServer,
+) -> None:
+    """Not after the TTL: a client reconnecting elsewhere under "reject"
+    would be refused until then."""
+    watcher = RedisPresence(redis_server.url, node="watcher", ttl=30)
+    node = RedisPresence(redis_server.url, node="leaving", ttl=30)
+    seen: list[PresenceEvent] = []
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(_collect, watcher, seen)
+            async with trio.open_nursery() as running:
+                await running.start(node.run, lambda sid: None)
+                for number in range(3):
+                    await node.join(_session(f"c{number}", "leaving", number), "allow")
+                running.cancel_scope.cancel()  # a graceful shutdown
+            assert await watcher.online() == []
+            await watcher.join(_session("c0", "elsewhere"), "reject")  # admitted
+            await trio.sleep(0.2)
+            nursery.cancel_scope.cancel()
+    leaves = [e for e in seen if e.kind == "leave"]
+    assert sorted(e.session.client_id for e in leaves) == ["c0", "c1", "c2"]
+    assert {e.reason for e in leaves} == {LeaveReason.SHUTDOWN}
 
 
 async def test_redis_restarted_empty_is_refilled_within_a_refresh(

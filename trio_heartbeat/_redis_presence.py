@@ -30,6 +30,7 @@ gets through; the node retries with backoff meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -353,19 +354,66 @@ class RedisPresence:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Refresh this node's sessions, write its leaves, hear its control
-        channel; until cancelled. Started before the server accepts anyone."""
+        channel; until cancelled. Started before the server accepts anyone.
+
+        Cancelled (the server shuts down), it takes every session it still
+        holds off the list at once, reason ``shutdown`` (within ``timeout``;
+        otherwise they expire after the TTL): a client that reconnects
+        elsewhere is not refused (``"reject"``) or listed twice meanwhile.
+        """
         self._replaced = replaced
         try:
             async with self._connected():
                 self._healthy = True  # the first failure logs
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._refresher)
-                    nursery.start_soon(self._leave_writer)
-                    await nursery.start(self._controller)
-                    task_status.started()
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._refresher)
+                        nursery.start_soon(self._leave_writer)
+                        await nursery.start(self._controller)
+                        task_status.started()
+                finally:
+                    with trio.move_on_after(self.timeout, shield=True):
+                        await self._leave_all()
         except BaseException as exc:
             _cancelled_quietly(exc)
             raise
+
+    async def _leave_all(self) -> None:
+        """Every queued leave, and every session still held, off the list."""
+        batch = self._leaves + [
+            (session, LeaveReason.SHUTDOWN) for session in self._local.values()
+        ]
+        self._leaves, self._local = [], {}
+        if not batch:
+            return
+        import coredis
+
+        # A client of its own: the running one's tasks are being cancelled.
+        final = coredis.Redis.from_url(self.url, decode_responses=True)
+        try:
+            async with final:
+                await self._write_leaves(batch, final)
+        except BaseException as exc:
+            if not redis_failure(exc):
+                raise
+            logger.warning(
+                "presence: %d sessions left listed (Redis unreachable): they "
+                "expire in %g s",
+                len(batch),
+                self.ttl,
+                extra={"event": "presence_down", "detail": str(_leaf(exc))},
+            )
+
+    async def _write_leaves(
+        self, batch: list[tuple[PresenceSession, LeaveReason]], client: Any = None
+    ) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            if client is None:
+                client = await stack.enter_async_context(self._connected())
+            pipe = await stack.enter_async_context(client.pipeline(transaction=False))
+            for session, reason in batch:
+                args = [self.prefix, session.session_id, session.client_id]
+                pipe.eval(_LEAVE, keys=[], args=[*args, reason.value])
 
     async def _refresher(self) -> None:
         delay = min(RETRY_FIRST, self._retry_max)
@@ -437,23 +485,14 @@ class RedisPresence:
             batch, self._leaves = self._leaves, []
             try:
                 with trio.fail_after(max(self.timeout, 5.0)):
-                    async with (
-                        self._connected() as client,
-                        client.pipeline(transaction=False) as pipe,
-                    ):
-                        for session, reason in batch:
-                            pipe.eval(
-                                    _LEAVE,
-                                    keys=[],
-                                    args=[self.prefix, session.session_id,
-                                          session.client_id, reason.value],
-                                )  # fmt: skip
+                    await self._write_leaves(batch)
             except BaseException as exc:
+                # Not lost: queued again (a leave written twice is harmless;
+                # cancelled, the shutdown writes them), and left locally, so
+                # no refresh re-lists them.
+                self._leaves = batch + self._leaves
                 if not redis_failure(exc):
                     raise
-                # Not lost: left locally, so no refresh re-lists them, and
-                # their entries expire within the TTL if Redis never returns.
-                self._leaves = batch + self._leaves
                 self._outage("leave", exc)
                 await trio.sleep(delay)
                 delay = min(self._retry_max, delay * 2)
