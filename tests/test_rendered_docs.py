@@ -30,6 +30,7 @@ PAGES = [
     "index",
     "install",
     "tutorials",
+    "presence",
     "howto",
     "mobile",
     "production",
@@ -127,7 +128,9 @@ def test_pages_link_to_the_previous_and_the_next(browser: Any) -> None:
         "return [...document.querySelectorAll('.related-pages a')]"
         ".map(a => [a.className, a.getAttribute('href')])"
     )
-    assert sorted(links) == [["next-page", "howto.html"], ["prev-page", "install.html"]]
+    assert sorted(links) == [
+        ["next-page", "presence.html"], ["prev-page", "install.html"],
+    ]  # fmt: skip
 
 
 def test_reference_explains_every_setting_and_links_trio(browser: Any) -> None:
