@@ -214,3 +214,22 @@ def _hello(client_id: str) -> Any:
     from trio_heartbeat import Hello
 
     return Hello({"version": 1, "interval": 5, "client_id": client_id})
+
+
+def test_presence_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    from trio_heartbeat._cli import main
+
+    assert main(["presence", "--redis", "http://127.0.0.1:6379"]) == 2
+    assert "presence URL must be redis://HOST:PORT/DB, not 'http://" in (
+        capsys.readouterr().err
+    )
+    assert main(["serve", "--presence", "mongodb://127.0.0.1"]) == 2
+    assert "--presence must be memory or redis://HOST:PORT/DB, not 'mongodb://" in (
+        capsys.readouterr().err
+    )
+    assert main(["serve", "--presence-ttl", "0"]) == 2
+    assert "--presence-ttl must be a positive number, not 0.0" in (
+        capsys.readouterr().err
+    )
+    assert main(["serve", "--duplicate", "kick"]) == 2
+    assert "invalid choice: 'kick'" in capsys.readouterr().err
