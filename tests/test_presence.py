@@ -231,5 +231,8 @@ def test_presence_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> Non
     assert "--presence-ttl must be a positive number, not 0.0" in (
         capsys.readouterr().err
     )
+    argv = ["serve", "--protocol", "legacy", "--presence", "redis://127.0.0.1:1/0"]
+    assert main(argv) == 2
+    assert "--presence needs the framed protocol" in capsys.readouterr().err
     assert main(["serve", "--duplicate", "kick"]) == 2
     assert "invalid choice: 'kick'" in capsys.readouterr().err

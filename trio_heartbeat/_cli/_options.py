@@ -539,6 +539,8 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
                 "pip install 'trio_heartbeat[metrics]'"
             ) from None
     if args.presence != "memory":
+        if args.protocol in LEGACY_PROTOCOLS:
+            raise UsageError("--presence needs the framed protocol (a client_id)")
         if not args.presence.startswith(("redis://", "rediss://")):
             raise UsageError(
                 f"--presence must be memory or redis://HOST:PORT/DB, not "
