@@ -47,13 +47,7 @@ class SessionTotals:
 
     def add(self, session: Any) -> None:
         """Add one session's counts (:class:`~trio_heartbeat.Session`)."""
-        self.bytes_received += session.bytes_received
-        self.bytes_sent += session.bytes_sent
-        self.pings += session.pings_received
-        self.pongs_sent += session.pongs_sent
-        frames = self.frames
-        for name, count in frame_counts(session).items():
-            frames[name] += count
+        self.add_all((session,))
 
     def add_all(self, sessions: Iterable[Any]) -> None:
         """Add many sessions' counts: what :meth:`add` does for each, in one
@@ -76,27 +70,13 @@ class SessionTotals:
         self.pings += pings
         self.pongs_sent += pongs_sent
         counts = self.frames
-        # As frame_counts(): what is not a PING, PONG, DATA or CLOSE is a HELLO.
+        # HELLO and CLOSE are not counted one by one (at most one of each per
+        # session): what is not a PING, PONG, DATA or CLOSE is a HELLO.
         counts["hello"] += max(0, frames - pings - pongs - data - closes)
         counts["data"] += data
         counts["ping"] += pings
         counts["pong"] += pongs
         counts["close"] += closes
-
-
-def frame_counts(session: Any) -> dict[str, int]:
-    """A session's frames received, by type. HELLO and CLOSE are not counted
-    one by one (there is at most one of each): they are what remains."""
-    info = session.close_info
-    close = 1 if info is not None and info.by_peer and info.code is not None else 0
-    counted = session.pings_received + session.pongs_received + session.data_received
-    return {
-        "hello": max(0, session.frames_received - counted - close),
-        "data": session.data_received,
-        "ping": session.pings_received,
-        "pong": session.pongs_received,
-        "close": close,
-    }
 
 
 def empty_lag_buckets() -> tuple[tuple[float, int], ...]:

@@ -246,14 +246,14 @@ class _Watchers:
 
 
 class MemoryPresence:
-    """Presence kept in this process: the embedded default. Several servers in
-    one process may share it (each is its own ``node``)."""
+    """Presence kept in this process, for the one server that runs it: the
+    embedded default."""
 
     def __init__(self, node: str | None = None) -> None:
         self.node = node or default_node_id()
         self._sessions: dict[str, PresenceSession] = {}
         self._by_client: dict[str, dict[str, PresenceSession]] = {}
-        self._replaced: dict[str, ReplacedCallback] = {}
+        self._replaced: ReplacedCallback | None = None
         self._watchers = _Watchers()
 
     @property
@@ -261,27 +261,18 @@ class MemoryPresence:
         """Always: nothing to reach."""
         return True
 
-    def for_node(self, node: str) -> _NodeView:
-        """The same store, seen by another server (node) in this process."""
-        return _NodeView(self, node)
-
     async def run(
         self,
         replaced: ReplacedCallback,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        await self._run_for(self.node, replaced, task_status)
-
-    async def _run_for(
-        self, node: str, replaced: ReplacedCallback, task_status: trio.TaskStatus[None]
-    ) -> None:
-        self._replaced[node] = replaced
+        self._replaced = replaced
         try:
             task_status.started()
             await trio.sleep_forever()
         finally:
-            self._replaced.pop(node, None)
+            self._replaced = None
 
     async def join(self, session: PresenceSession, duplicate: Duplicate) -> None:
         others = list(self._by_client.get(session.client_id, {}).values())
@@ -290,9 +281,8 @@ class MemoryPresence:
         if duplicate == "replace":
             for old in others:
                 self._remove(old, LeaveReason.REPLACED)
-                callback = self._replaced.get(old.node)
-                if callback is not None:
-                    callback(old.session_id)
+                if self._replaced is not None:
+                    self._replaced(old.session_id)
         self._sessions[session.session_id] = session
         self._by_client.setdefault(session.client_id, {})[session.session_id] = session
         self._watchers.publish(PresenceEvent("join", session))
@@ -321,41 +311,3 @@ class MemoryPresence:
 
     def watch(self) -> Any:
         return self._watchers.watch()
-
-
-class _NodeView:
-    """A :class:`MemoryPresence` as one more server (node) of the process."""
-
-    def __init__(self, store: MemoryPresence, node: str) -> None:
-        self.node = node
-        self._store = store
-
-    @property
-    def healthy(self) -> bool:
-        return True
-
-    async def run(
-        self,
-        replaced: ReplacedCallback,
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        await self._store._run_for(self.node, replaced, task_status)
-
-    async def join(self, session: PresenceSession, duplicate: Duplicate) -> None:
-        await self._store.join(session, duplicate)
-
-    def leave(self, session: PresenceSession, reason: LeaveReason) -> None:
-        self._store.leave(session, reason)
-
-    async def online(self) -> list[PresenceSession]:
-        return await self._store.online()
-
-    async def sessions_of(self, client_id: str) -> list[PresenceSession]:
-        return await self._store.sessions_of(client_id)
-
-    async def is_online(self, client_id: str) -> bool:
-        return await self._store.is_online(client_id)
-
-    def watch(self) -> Any:
-        return self._store.watch()
