@@ -11,6 +11,7 @@ import struct
 from collections import Counter
 from collections.abc import Iterator
 
+import pytest
 import trio
 
 from trio_heartbeat import (
@@ -26,6 +27,7 @@ from trio_heartbeat import (
     open_connection,
     per_message,
 )
+from trio_heartbeat._transport import SocketTransport
 
 from .helpers import echo_upper, tcp_peer, tcp_server
 
@@ -204,3 +206,53 @@ async def test_reset_by_the_peer_is_connection_lost_with_the_os_error() -> None:
     assert conn.close_error is not None
     reset = errno.ECONNRESET
     assert conn.close_error.reason == f"[Errno {reset}] {os.strerror(reset)}"
+
+
+TCP_ESTABLISHED = 1  # Linux's tcp_states.h
+
+
+async def _stream_pair(family: str) -> tuple[trio.SocketStream, trio.SocketStream]:
+    if family == "unix":
+        a, b = trio.socket.socketpair()
+        return trio.SocketStream(a), trio.SocketStream(b)
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async with listener:
+        port = listener.socket.getsockname()[1]
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        server = await listener.accept()
+    assert isinstance(server, trio.SocketStream)
+    return server, client
+
+
+async def _read_to_end(stream: trio.SocketStream) -> bytes:
+    received = b""
+    while chunk := await stream.receive_some(65536):
+        received += chunk
+    return received
+
+
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+async def test_a_last_frame_is_written_with_the_end_of_stream(family: str) -> None:
+    """The kick's CLOSE: the frame, then FIN (corked into one TCP segment on
+    Linux; a Unix socket has no TCP_CORK and gets the same result)."""
+    with trio.fail_after(10):
+        ours, peer = await _stream_pair(family)
+        async with ours, peer:
+            assert SocketTransport().write_last(ours, encode(Close(1, "bye")))
+            assert await _read_to_end(peer) == encode(Close(1, "bye"))
+
+
+async def test_a_last_frame_that_does_not_fit_is_not_written() -> None:
+    """A peer that stopped reading: the frame would go out in part, so the
+    write reports failure and no end of stream follows it."""
+    with trio.fail_after(10):
+        ours, peer = await _stream_pair("tcp")
+        async with ours, peer:
+            filler = b"x" * 65536
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    os.write(ours.socket.fileno(), filler)
+            assert not SocketTransport().write_last(ours, encode(Close(1, "bye")))
+            # Still open for sending (ESTABLISHED; a FIN would make it FIN_WAIT1).
+            state = ours.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+            assert state == TCP_ESTABLISHED

@@ -155,6 +155,8 @@ def describe_peer(stream: trio.abc.Stream) -> str:
 _PEER_FAULTS: Final = frozenset(
     {DisconnectReason.PROTOCOL_ERROR, DisconnectReason.TOO_MANY_PINGS}
 )
+#: States in which this side sends nothing more (its CLOSE is out).
+_DONE_SENDING: Final = frozenset({SessionState.CLOSING, SessionState.CLOSED})
 _INTERRUPTED: Final = CloseInfo(
     None, "a send was interrupted mid-frame", False, DisconnectReason.CONNECTION_LOST
 )
@@ -597,6 +599,13 @@ class HeartbeatConnection:
             await self._close_stream()
 
     @property
+    def done_sending(self) -> bool:
+        """Whether this side has sent all it ever will: its CLOSE is out, or the
+        session ended where no frame may follow."""
+        session = self.session
+        return session.interrupted or session.state in _DONE_SENDING
+
+    @property
     def can_end_now(self) -> bool:
         """Whether :meth:`end_now` would write its CLOSE at once (a plain TCP
         socket whose send path is free); otherwise :meth:`end` sends it."""
@@ -631,9 +640,8 @@ class HeartbeatConnection:
         else:
             wire = session.close(code, reason, disconnect_reason)
             if wire:
-                if transport.write_now(self._stream, wire):
+                if transport.write_last(self._stream, wire):  # and FIN after it
                     session.sent(len(wire), trio.current_time())
-                    transport.shutdown(self._stream, read=False)  # FIN after it
                 else:
                     session.interrupt(session.close_info or _INTERRUPTED)
         if self._receiving and self._on_data is not None:

@@ -7,7 +7,8 @@ timeout, and a silent one is kicked there and then. Compared with moving a
 cancel-scope deadline on every read, the heartbeat path does no heap work at
 all, and each connection costs the kicker about one heap operation per timeout
 period. Kicking from one task also means that when a thousand clients fall
-silent together, their CLOSE frames are written in one go rather than after
+silent together, their CLOSE frames are written in a few passes (of up to
+``KICKS_PER_PASS``, with everyone else's turn in between) rather than after
 several scheduler rounds across every task involved.
 
 Silence is measured in the server's *awake* time, and nobody is judged on bytes
@@ -34,6 +35,17 @@ A kicked connection whose reader keeps waiting for the client's answer to the
 CLOSE (a per-message reader on a plain socket) is *lingering*: the kicker ends
 that wait ``close_timeout`` later. Every linger lasts the same, so a FIFO queue
 keeps them in deadline order.
+
+Kicks come before cleanups. When thousands fall silent together, each kick
+wakes its connection's task a moment later (the client answers the CLOSE), and
+the teardown that follows (closing the socket, the log line, the hooks, the
+task's end) costs more than the kick. Run in turn with the kicks, those
+teardowns would make every kick behind them late: with 10,000 at once, the
+later kicks came hundreds of milliseconds after their deadlines. So while the
+kicker is busy (kicks overdue, or some in its last pass), a connection that
+ends waits in :meth:`cleanup_turn`, and the kicker lets the waiting through in
+chunks: a few per pass while kicks are overdue (so they are never starved),
+more otherwise.
 """
 
 from __future__ import annotations
@@ -43,6 +55,7 @@ import heapq
 import itertools
 import math
 from collections.abc import Callable, Collection
+from typing import Final
 
 import trio
 
@@ -50,6 +63,15 @@ from ._connection import HeartbeatConnection
 from ._lag import STALL_TOLERANCE, Histogram, LagMonitor
 
 __all__ = ["Kicker"]
+
+#: Cleanups let through per pass of the kicker while kicks are overdue, and
+#: otherwise (each costs tens of microseconds, all run in one scheduler round).
+CLEANUPS_WHILE_BEHIND: Final = 8
+CLEANUPS_PER_PASS: Final = 64
+#: Kicks per pass at most: then everyone else gets a turn (a PONG held behind
+#: 1,000 kicks would wait tens of milliseconds), and the kicker goes on next
+#: scheduler round.
+KICKS_PER_PASS: Final = 128
 
 
 class Kicker:
@@ -63,9 +85,9 @@ class Kicker:
     whose connection left it is dropped when it comes up. After :meth:`stop`,
     :meth:`run` returns as soon as ``live`` is empty.
 
-    :attr:`lateness` counts how late each kick came: when the kicker acted,
-    against when the rule made the connection due (stalls included in the
-    rule, so a kick held back by the server's own stall is not late).
+    :attr:`lateness` counts how late each kick came: when its CLOSE was
+    written, against when the rule made the connection due (stalls included in
+    the rule, so a kick held back by the server's own stall is not late).
     """
 
     def __init__(
@@ -91,6 +113,8 @@ class Kicker:
         self._wakeup = trio.Event()
         self._stopping = False
         self.lateness = Histogram()
+        self._cleanups = trio.lowlevel.ParkingLot()
+        self._busy = False  # kicks overdue, or some in the last pass
 
     def watch(self, conn: HeartbeatConnection) -> None:
         """Start watching ``conn``: kicked ``timeout`` after it was last heard
@@ -110,6 +134,20 @@ class Kicker:
         self._lingering.append((trio.current_time() + self.close_timeout, conn))
         self._wakeup.set()
 
+    @property
+    def busy(self) -> bool:
+        """Whether an ending connection must wait its turn to clean up: kicks
+        were overdue or made when the kicker last looked, or others wait."""
+        return self._busy or bool(self._cleanups)
+
+    async def cleanup_turn(self) -> None:
+        """Wait until the kicker lets an ending connection clean up (when
+        :attr:`busy`; else return at once). Call it shielded: the kicker lets
+        every waiter through before it returns."""
+        if self.busy:
+            self._wakeup.set()
+            await self._cleanups.park()
+
     def stop(self) -> None:
         """No new connections will come; end once the last one is gone."""
         self._stopping = True
@@ -120,8 +158,16 @@ class Kicker:
             self._wakeup.set()
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self._busy = False
+            self._cleanups.unpark_all()
+
+    async def _run(self) -> None:
         heap = self._heap
         lingering = self._lingering
+        cleanups = self._cleanups
         timeout = self.timeout
         monitor = self._monitor
         ledger = monitor.ledger
@@ -138,8 +184,8 @@ class Kicker:
                 _, conn = lingering.popleft()
                 if conn in self._live:
                     conn.stop_lingering()
-            kicked = False
-            while heap and heap[0][0] <= now:
+            kicked = 0
+            while heap and heap[0][0] <= now and kicked < KICKS_PER_PASS:
                 _, _, conn = heapq.heappop(heap)
                 if conn.closed or conn not in self._live:
                     continue  # ending already, or gone
@@ -159,18 +205,28 @@ class Kicker:
                 if due > now:
                     heapq.heappush(heap, (due, next(self._order), conn))
                     continue
-                kicked = True
-                lateness.observe(now - due)
+                kicked += 1
                 if self._kick(conn):
                     lingering.append((now + self.close_timeout, conn))
+                lateness.observe(trio.current_time() - due)
             if kicked and self._after_kicks is not None:
                 self._after_kicks()
+            now = trio.current_time()
+            behind = bool(heap) and heap[0][0] <= now
+            self._busy = behind or kicked > 0
+            if cleanups:
+                cleanups.unpark(
+                    count=CLEANUPS_WHILE_BEHIND if behind else CLEANUPS_PER_PASS
+                )
             if self._stopping and not self._live:
                 return
             self._wakeup = trio.Event()
             wake = min(
                 heap[0][0] if heap else math.inf,
                 lingering[0][0] if lingering else math.inf,
+                # Back next round: more to let through, or to see whether the
+                # burst of kicks is over.
+                now if cleanups or kicked else math.inf,
             )
             with trio.move_on_at(wake):
                 await self._wakeup.wait()

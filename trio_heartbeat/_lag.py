@@ -33,7 +33,21 @@ STALL_TOLERANCE: Final = 0.1
 #: stays 0.0 %), and the figures are at most a second old.
 PROBE_PERIOD: Final = 1.0
 #: Upper bounds (seconds) of the lateness histogram's buckets (then +Inf).
-LAG_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+LAG_BUCKETS: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
 #: Lateness samples kept for the "recent" percentile.
 RECENT: Final = 1024
 #: Stalls the ledger remembers (the oldest half is dropped past it). A server

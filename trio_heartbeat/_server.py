@@ -517,6 +517,9 @@ class HeartbeatServer:
             raise
         finally:
             try:
+                if self._kicker.busy and conn.done_sending:  # kicks first (Kicker)
+                    with trio.CancelScope(shield=True):
+                        await self._kicker.cleanup_turn()
                 await self._finish(conn, connected, *ending)
             finally:
                 if connected:

