@@ -300,8 +300,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 kicks.append(float(values[0]) * 1000)
                 continue
             sent_at, latency = float(values[0]), float(values[1]) * 1000
-            in_burst = (
-                silent_at <= sent_at < silent_at + BURST
+            in_burst = (  # PINGs just before a burst wait in its rounds too
+                silent_at - BURST <= sent_at < silent_at + BURST
                 or kick_at - BURST <= sent_at < kick_at + BURST
             )
             (bursts if in_burst else steady).append(latency)
