@@ -28,6 +28,7 @@ from trio_heartbeat import (
     per_message,
     serve_listeners,
 )
+from trio_heartbeat._kicker import CLEANUPS_WHILE_BEHIND
 
 from .helpers import MemoryListener, RawPeer, echo_upper, tcp_peer
 
@@ -620,6 +621,45 @@ async def test_kick_is_logged_with_peer_and_reason(
     assert [r.getMessage() for r in kicks] == [
         f"kick {peer.name}: heartbeat timeout [CLOSE 1]: nothing received for 60 s"
     ]
+
+
+async def test_a_burst_of_kicks_logs_after_its_kicks(
+    autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """300 silent together: the kick lines wait while kicks are overdue (a line
+    costs about as much as a kick), a few per pass, and each says how long its
+    client had been silent when it was kicked."""
+    clients = 300
+    order: list[str] = []
+
+    class Recorder(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("kick "):
+                order.append("line")
+                assert record.__dict__["silent"] == 60.0
+
+    recorder = Recorder()
+    logging.getLogger("trio_heartbeat.server").addHandler(recorder)
+    try:
+        async with running_server("memory", shout) as server:
+            original = HeartbeatConnection.end_now
+
+            def spy(conn: HeartbeatConnection, *args: Any) -> bool:
+                order.append("kick")
+                return original(conn, *args)
+
+            monkeypatch.setattr(HeartbeatConnection, "end_now", spy)
+            peers = [await server.client() for _ in range(clients)]
+            for peer in peers:
+                assert await peer.receive() == Close(1, "nothing received for 60 s")
+            await server.settle()
+    finally:
+        logging.getLogger("trio_heartbeat.server").removeHandler(recorder)
+    assert order.count("kick") == order.count("line") == clients
+    last_kick = len(order) - 1 - order[::-1].index("kick")
+    # Passes of 128 kicks: the two that end with kicks overdue log a few lines
+    # each; the rest come once the last kick is out.
+    assert order[:last_kick].count("line") <= 2 * CLEANUPS_WHILE_BEHIND
 
 
 # ------------------------------------------------------------ ping strikes

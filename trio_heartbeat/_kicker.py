@@ -38,14 +38,14 @@ keeps them in deadline order.
 
 Kicks come before cleanups. When thousands fall silent together, each kick
 wakes its connection's task a moment later (the client answers the CLOSE), and
-the teardown that follows (closing the socket, the log line, the hooks, the
-task's end) costs more than the kick. Run in turn with the kicks, those
-teardowns would make every kick behind them late: with 10,000 at once, the
-later kicks came hundreds of milliseconds after their deadlines. So while the
-kicker is busy (kicks overdue, or some in its last pass), a connection that
-ends waits in :meth:`cleanup_turn`, and the kicker lets the waiting through in
-chunks: a few per pass while kicks are overdue (so they are never starved),
-more otherwise.
+the teardown that follows (closing the socket, the hooks, the task's end) costs
+more than the kick. Run in turn with the kicks, those teardowns would make every
+kick behind them late: with 10,000 at once, the later kicks came hundreds of
+milliseconds after their deadlines. So while the kicker is busy (kicks overdue,
+or some in its last pass), a connection that ends waits in :meth:`cleanup_turn`,
+and the kicker lets the waiting through in chunks: a few per pass while kicks
+are overdue (so they are never starved), more otherwise. The kicks' log lines
+(``after_kicks``) get the same share per pass.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ import collections
 import heapq
 import itertools
 import math
+import sys
 from collections.abc import Callable, Collection
 from typing import Final
 
@@ -64,8 +65,9 @@ from ._lag import STALL_TOLERANCE, Histogram, LagMonitor
 
 __all__ = ["Kicker"]
 
-#: Cleanups let through per pass of the kicker while kicks are overdue, and
-#: otherwise (each costs tens of microseconds, all run in one scheduler round).
+#: Cleanups (and kick log lines) let through per pass of the kicker while kicks
+#: are overdue, and otherwise (each costs tens of microseconds, and the cleanups
+#: let through run in one scheduler round).
 CLEANUPS_WHILE_BEHIND: Final = 8
 CLEANUPS_PER_PASS: Final = 64
 #: Kicks per pass at most: then everyone else gets a turn (a PONG held behind
@@ -79,8 +81,10 @@ class Kicker:
 
     ``kick`` returns True when the connection lingers by itself afterwards; the
     kicker then calls its ``stop_lingering()`` after ``close_timeout``.
-    ``after_kicks()``, if given, runs once after each batch of kicks (for the
-    log lines, which would otherwise delay the kicks after them).
+    ``after_kicks(budget)``, if given, runs after every pass: the kicks'
+    follow-ups (their log lines), at most ``budget`` of them, the same share
+    as cleanups get; it returns whether some are left. On exit it runs once
+    more with no limit.
     ``live`` is the server's set of connections still being served: an entry
     whose connection left it is dropped when it comes up. After :meth:`stop`,
     :meth:`run` returns as soon as ``live`` is empty.
@@ -96,7 +100,7 @@ class Kicker:
         close_timeout: float,
         kick: Callable[[HeartbeatConnection], bool],
         live: Collection[HeartbeatConnection],
-        after_kicks: Callable[[], object] | None = None,
+        after_kicks: Callable[[int], bool] | None = None,
         monitor: LagMonitor | None = None,
     ) -> None:
         self.timeout = timeout
@@ -163,6 +167,8 @@ class Kicker:
         finally:
             self._busy = False
             self._cleanups.unpark_all()
+            if self._after_kicks is not None:
+                self._after_kicks(sys.maxsize)
 
     async def _run(self) -> None:
         heap = self._heap
@@ -209,15 +215,13 @@ class Kicker:
                 if self._kick(conn):
                     lingering.append((now + self.close_timeout, conn))
                 lateness.observe(trio.current_time() - due)
-            if kicked and self._after_kicks is not None:
-                self._after_kicks()
             now = trio.current_time()
             behind = bool(heap) and heap[0][0] <= now
             self._busy = behind or kicked > 0
+            share = CLEANUPS_WHILE_BEHIND if behind else CLEANUPS_PER_PASS
             if cleanups:
-                cleanups.unpark(
-                    count=CLEANUPS_WHILE_BEHIND if behind else CLEANUPS_PER_PASS
-                )
+                cleanups.unpark(count=share)
+            more = self._after_kicks is not None and self._after_kicks(share)
             if self._stopping and not self._live:
                 return
             self._wakeup = trio.Event()
@@ -226,7 +230,7 @@ class Kicker:
                 lingering[0][0] if lingering else math.inf,
                 # Back next round: more to let through, or to see whether the
                 # burst of kicks is over.
-                now if cleanups or kicked else math.inf,
+                now if cleanups or kicked or more else math.inf,
             )
             with trio.move_on_at(wake):
                 await self._wakeup.wait()

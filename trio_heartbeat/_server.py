@@ -296,7 +296,10 @@ class HeartbeatServer:
         )
         self._kick_reason = f"nothing received for {config.timeout:g} s"
         # Kicked in the kicker's current batch, to be logged after it.
-        self._kicked: list[HeartbeatConnection] = []
+        # Kicked, not yet logged: (connection, seconds it had been silent).
+        self._kicked: collections.deque[tuple[HeartbeatConnection, float]] = (
+            collections.deque()
+        )
         self._serving = False
 
     @property
@@ -752,7 +755,7 @@ class HeartbeatServer:
                 self._kick_text(conn),
                 DisconnectReason.HEARTBEAT_TIMEOUT,
             )
-            self._kicked.append(conn)
+            self._kicked.append((conn, trio.current_time() - conn.last_received))
         # Cancelling costs as much as the rest of a kick (Trio records who
         # cancelled): skipped where the socket's end already ends everything.
         if not alone:
@@ -770,10 +773,18 @@ class HeartbeatServer:
             f"(phi {session.phi(now) or 0.0:.1f})"
         )
 
-    def _log_kicks(self) -> None:
-        """Log this batch's kicks when they happened (their cleanup, which
-        waits for the client's answer, is reported by on_disconnect later)."""
-        for conn in self._kicked:
+    def _log_kicks(self, budget: int) -> bool:
+        """Log up to ``budget`` kicks, oldest first; whether some are left.
+
+        Called by the kicker after each pass, with the share it gives cleanups:
+        a line costs about as much as a kick, so during a burst the lines wait
+        until the kicks are out (each says how long its client had been silent
+        when it was kicked). Their cleanup, which waits for the client's
+        answer, is reported by ``on_disconnect`` later.
+        """
+        kicked = self._kicked
+        for _ in range(min(budget, len(kicked))):
+            conn, silent = kicked.popleft()
             info = conn.session.close_info
             reason = info.reason if info is not None else self._kick_reason
             logger.warning(
@@ -788,10 +799,10 @@ class HeartbeatServer:
                     "reason": "heartbeat_timeout",
                     "code": int(CloseCode.HEARTBEAT_TIMEOUT),
                     "detail": reason,
-                    "silent": round(trio.current_time() - conn.last_received, 3),
+                    "silent": round(silent, 3),
                 },
             )
-        self._kicked.clear()
+        return bool(kicked)
 
     async def _finish(
         self,
