@@ -295,7 +295,6 @@ class HeartbeatServer:
             self._lag,
         )
         self._kick_reason = f"nothing received for {config.timeout:g} s"
-        # Kicked in the kicker's current batch, to be logged after it.
         # Kicked, not yet logged: (connection, seconds it had been silent).
         self._kicked: collections.deque[tuple[HeartbeatConnection, float]] = (
             collections.deque()
