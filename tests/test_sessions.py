@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,10 +35,10 @@ def blocks_of(page: str) -> list[shell_sessions.Block]:
 
 
 @contextlib.contextmanager
-def page_namespace() -> Iterator[str | None]:
+def page_namespace(tag: str = "") -> Iterator[str | None]:
     """A network namespace for the page; else the machine's own (None), if
     the documented port is free there."""
-    made = Namespaces(f"d{os.getpid() % 100000}")
+    made = Namespaces(f"d{os.getpid() % 100000}{tag}")
     try:
         try:
             namespace = made.add("docs")
@@ -54,15 +55,69 @@ def page_namespace() -> Iterator[str | None]:
         made.close()
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if blocks_of(p)])
-def test_shell_sessions_run_as_shown(page: str, tmp_path: Path) -> None:
-    session = tmp_path / "session"
+def run_page(page: str, session_root: Path, tag: str = "") -> list[str]:
+    """Run ``page``'s sessions; the problems found."""
+    session = session_root / "session"
     # Where the reader is: the README's reader in the project's directory, the
     # docs' reader in a directory holding the downloaded example files.
     where = session / "docs" / "examples" if page == "README.md" else session
     shutil.copytree(DOCS / "examples", where)
-    with page_namespace() as namespace:
-        problems = list(shell_sessions.run_page(blocks_of(page), namespace, session))
+    with page_namespace(tag) as namespace:
+        return list(shell_sessions.run_page(blocks_of(page), namespace, session))
+
+
+SESSION_PAGES = [p for p in PAGES if blocks_of(p)]
+
+
+@pytest.fixture(scope="module")
+def side_by_side(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, list[str] | BaseException] | None:
+    """Every page run at once, each in a network namespace and a directory of
+    its own (a page's time is mostly its sleeps: in turn they took 90 s, side
+    by side as long as the longest page). None where namespaces cannot be
+    made: then each test runs its page alone, on the machine's own port."""
+    probe = Namespaces(f"p{os.getpid() % 100000}")
+    try:
+        probe.add("docs")
+    except (pytest.skip.Exception, subprocess.SubprocessError, OSError):
+        return None
+    finally:
+        probe.close()
+    results: dict[str, list[str] | BaseException] = {}
+
+    def run(index: int, page: str, root: Path) -> None:
+        try:
+            results[page] = run_page(page, root, f"p{index}")
+        except BaseException as exc:  # reported by the page's own test
+            results[page] = exc
+
+    threads = [
+        threading.Thread(
+            target=run, args=(index, page, tmp_path_factory.mktemp("page")), daemon=True
+        )
+        for index, page in enumerate(SESSION_PAGES)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+@pytest.mark.parametrize("page", SESSION_PAGES)
+def test_shell_sessions_run_as_shown(
+    page: str,
+    tmp_path: Path,
+    side_by_side: dict[str, list[str] | BaseException] | None,
+) -> None:
+    if side_by_side is None:
+        problems = run_page(page, tmp_path)
+    else:
+        outcome = side_by_side[page]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        problems = outcome
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
 
