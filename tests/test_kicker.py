@@ -6,10 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+import pytest
 import trio
 import trio.testing
 
 from trio_heartbeat._kicker import CLEANUPS_WHILE_BEHIND, KICKS_PER_PASS, Kicker
+from trio_heartbeat._lag import LagMonitor
 
 TIMEOUT = 60.0
 
@@ -150,3 +152,39 @@ async def test_cleanups_waiting_when_the_kicker_ends_all_go_on(
     assert waiting
     assert sorted(map(id, cleaned)) == sorted(map(id, waiting))
     assert not kicker.busy
+
+
+async def test_a_backlog_of_kicks_is_no_stall(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """300 due at once, each kick taking 1 ms: the last is out 300 ms after
+    its deadline. Behind its deadlines, the kicker is not *waking* late, and
+    records no stall (which would push every deadline behind it back, over
+    and over while the backlog lasts: with 10,000 due at once, kicks came
+    hundreds of milliseconds late). The CPU clock stands still here, so any
+    lateness of a wake-up would count in full."""
+    clients = 300
+    live: set[Any] = set()
+    kicked_at: list[float] = []
+
+    def kick(conn: Any) -> bool:
+        autojump_clock.jump(0.001)
+        kicked_at.append(trio.current_time())
+        live.discard(conn)
+        return False
+
+    monitor = LagMonitor(cpu_clock=lambda: 0.0)
+    kicker = Kicker(TIMEOUT, 1.0, kick, live, monitor=monitor)
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(kicker.run)
+        for _ in range(clients):
+            conn = FakeConnection(start)
+            live.add(conn)
+            kicker.watch(conn)  # type: ignore[arg-type]
+        await trio.testing.wait_all_tasks_blocked()
+        kicker.stop()
+    assert monitor.ledger.total == 0.0
+    assert len(kicked_at) == clients
+    assert kicked_at[-1] - start == pytest.approx(TIMEOUT + clients * 0.001)
+    assert kicker.lateness.max == pytest.approx(clients * 0.001)

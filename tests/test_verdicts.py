@@ -31,7 +31,7 @@ from trio_heartbeat import (
     encode,
 )
 from trio_heartbeat._detector import PhiAccrual, phi, suspicion_after
-from trio_heartbeat._lag import STALL_TOLERANCE, StallLedger
+from trio_heartbeat._lag import STALL_TOLERANCE, LagMonitor, StallLedger
 from trio_heartbeat._schedule import Action, RetrySchedule
 
 from .helpers import MemoryListener, RawPeer, echo_upper
@@ -56,6 +56,38 @@ def test_a_stall_is_counted_once_whoever_sees_it() -> None:
     assert ledger.stalled_since(14.5) == 0.0
     assert ledger.observe(20.0, 21.0) == 1.0  # another stall, later
     assert ledger.stalled_since(14.0) == 1.5
+
+
+def test_a_busy_loop_is_no_stall_a_stopped_one_is() -> None:
+    """Late wake-ups count as a stall only for the time the loop's thread did
+    not run: busy the whole time (a burst of work, a long collection), none;
+    not running (SIGSTOP, VM steal, a blocking call), all of it beyond what
+    it did run."""
+    cpu = [0.0]
+    monitor = LagMonitor(tolerance=0.1, cpu_clock=lambda: cpu[0])
+    monitor.sample(10.0)
+    cpu[0] = 0.5  # on the CPU from 10.0 to 10.5
+    assert monitor.observe(10.0, 10.5) == 0.0
+    assert monitor.lag_max == 0.5  # still loop lag, as operators see it
+    cpu[0] = 1.5  # 1 s of CPU in the 4 s since: not running for 3 s of them
+    assert monitor.observe(11.0, 14.5) == pytest.approx(3.0)
+    # Counted at the end of the lateness (where a connection read meanwhile
+    # gets the more time).
+    assert monitor.ledger.stalled_since(11.0) == pytest.approx(3.0)
+    assert monitor.ledger.stalled_since(12.0) == pytest.approx(2.5)
+    cpu[0] = 1.6  # 0.1 s of CPU in 2 s: stopped longer than the lateness
+    assert monitor.observe(15.5, 16.5) == 1.0
+
+
+def test_without_a_sample_from_before_it_the_whole_lateness_is_a_stall() -> None:
+    """Nobody noted the CPU time since the wake-up was due: the loop may have
+    been idle or stopped, and the lateness counts in full (never a verdict
+    the judge's own absence could have caused)."""
+    cpu = [0.0]
+    monitor = LagMonitor(tolerance=0.1, cpu_clock=lambda: cpu[0])
+    monitor.sample(12.0)
+    cpu[0] = 2.0  # busy since 12.0, but the wake-up was due at 11.0
+    assert monitor.observe(11.0, 14.0) == 3.0
 
 
 # ------------------------------------------------------------ φ accrual

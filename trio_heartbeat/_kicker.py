@@ -15,8 +15,12 @@ Silence is measured in the server's *awake* time, and nobody is judged on bytes
 the server has not read yet:
 
 * each deadline is pushed back by the stalls since that connection was last
-  heard from (the server's :class:`~._lag.LagMonitor` records them: a long
-  collection, a blocking call, SIGSTOP, VM steal);
+  heard from (the server's :class:`~._lag.LagMonitor` records them: a blocking
+  call, SIGSTOP, CPU starvation, VM steal). A kicker behind its deadlines is
+  busy, not stalled: it notes no lateness of its own for a deadline already
+  past when it went back to waiting (a backlog of kicks counted as a stall
+  would push every deadline behind it back, again and again while the burst
+  lasts);
 * a connection with unread bytes in the kernel (FIONREAD) is alive, whatever
   its reader has managed to read (unless its reader is stuck writing to it:
   then the peer stopped reading, and is dropped as a slow consumer);
@@ -182,7 +186,9 @@ class Kicker:
         grace_until = -math.inf
         while True:
             now = trio.current_time()
-            if now >= wake and monitor.observe(wake, now):
+            if now < wake:
+                monitor.sample(now)
+            elif monitor.observe(wake, now):
                 # The process was stalled: the readers read what piled up
                 # meanwhile before anyone is judged.
                 grace_until = now + STALL_TOLERANCE
@@ -232,5 +238,8 @@ class Kicker:
                 # burst of kicks is over.
                 now if cleanups or kicked or more else math.inf,
             )
+            # When to run again, as asked now: a deadline already past is a
+            # backlog of kicks, not a wake-up that comes late.
+            wake = max(wake, trio.current_time())
             with trio.move_on_at(wake):
                 await self._wakeup.wait()

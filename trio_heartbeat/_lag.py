@@ -1,14 +1,24 @@
 """The judge's own stalls: measured, so that nobody is judged for them.
 
-While a process is stalled (a long garbage collection, a blocking call, CPU
-starvation, VM steal, SIGSTOP, a laptop lid) no clock of its own runs a task:
-timers fire late, and what the peers sent piles up unread in the socket
-buffers. A verdict ("silent for ``timeout``") taken on waking would blame the
-peers for the judge's own absence. So the time a task wakes *later than it
-asked to* beyond a small tolerance is recorded as a stall, and liveness is
-measured in *awake time*: elapsed time minus the stalls in between
-(Cassandra's failure detector refuses to convict after a local pause for the
-same reason).
+While a process is stalled (a blocking call, CPU starvation, VM steal,
+SIGSTOP, a laptop lid) no clock of its own runs a task: timers fire late, and
+what the peers sent piles up unread in the socket buffers. A verdict ("silent
+for ``timeout``") taken on waking would blame the peers for the judge's own
+absence. So the time a task wakes *later than it asked to* beyond a small
+tolerance is recorded as a stall, and liveness is measured in *awake time*:
+elapsed time minus the stalls in between (Cassandra's failure detector refuses
+to convict after a local pause for the same reason).
+
+A task also wakes late when the loop is merely busy: a burst of 10,000 kicks,
+or of reads, runs for a few hundred milliseconds before the next timer fires.
+That is not a stall (the judge is awake, the kernel keeps receiving, and unread
+bytes are seen there), and counting it as one would push every deadline behind
+the burst back by its length, again and again while the burst lasts. So a
+wake-up counts as a stall only for the part of its lateness in which the loop's
+thread was *not running* (wall time minus the thread's CPU time since a sample
+taken no later than the wake-up was due; the kicker samples at every pass). A
+long garbage collection runs on the CPU and is no stall either: the bytes it
+holds up wait in the kernel, where the kicker looks before it judges.
 
 :class:`StallLedger` is the sans-IO record (times are passed in);
 :class:`LagMonitor` adds the Trio probe that keeps it current while nothing
@@ -20,6 +30,8 @@ from __future__ import annotations
 import bisect
 import collections
 import math
+import time
+from collections.abc import Callable
 from typing import Final
 
 import trio
@@ -50,6 +62,10 @@ LAG_BUCKETS: Final = (
 )
 #: Lateness samples kept for the "recent" percentile.
 RECENT: Final = 1024
+#: CPU-time samples kept to tell a busy loop from a stalled one (a few passes
+#: of the kicker: an observer due since before all of them counts its whole
+#: lateness, as if idle meanwhile).
+SAMPLES: Final = 8
 #: Stalls the ledger remembers (the oldest half is dropped past it). A server
 #: stalled every second for eighteen hours stays within it.
 MAX_STALLS: Final = 65536
@@ -140,22 +156,51 @@ class LagMonitor:
     since start) and :meth:`lag_p99` (over the last 1,024 wake-ups), in seconds.
     """
 
-    __slots__ = ("_recent", "lateness", "ledger", "period")
+    __slots__ = ("_cpu", "_recent", "_samples", "lateness", "ledger", "period")
 
     def __init__(
-        self, period: float = PROBE_PERIOD, tolerance: float = STALL_TOLERANCE
+        self,
+        period: float = PROBE_PERIOD,
+        tolerance: float = STALL_TOLERANCE,
+        cpu_clock: Callable[[], float] | None = None,
     ) -> None:
         self.period = period
         self.ledger = StallLedger(tolerance)
         self.lateness = Histogram(LAG_BUCKETS)
         self._recent: collections.deque[float] = collections.deque(maxlen=RECENT)
+        self._cpu = cpu_clock  # chosen on first use (see _cpu_clock) if None
+        # (loop time, CPU time of the loop's thread), newest last.
+        self._samples: collections.deque[tuple[float, float]] = collections.deque(
+            maxlen=SAMPLES
+        )
+
+    def sample(self, now: float) -> None:
+        """Note the loop's thread CPU time at loop time ``now`` (the kicker
+        does at every pass): a busy stretch after it is then told from a
+        stall."""
+        self._samples.append((now, self._cpu_time()))
 
     def observe(self, expected: float, actual: float) -> float:
-        """A task woke at ``actual`` for ``expected``; the stall it reveals."""
+        """A task woke at ``actual`` for ``expected``; the stall it reveals:
+        of the lateness, the part the loop's thread did not run."""
         late = max(0.0, actual - expected)
         self.lateness.observe(late)
         self._recent.append(late)
+        cpu = self._cpu_time()
+        if late > self.ledger.tolerance:
+            for at, cpu_at in reversed(self._samples):
+                if at <= expected:
+                    idle = (actual - at) - (cpu - cpu_at)
+                    if idle < late:
+                        expected = actual - max(0.0, idle)
+                    break
+        self._samples.append((actual, cpu))
         return self.ledger.observe(expected, actual)
+
+    def _cpu_time(self) -> float:
+        if self._cpu is None:
+            self._cpu = _cpu_clock()
+        return self._cpu()
 
     @property
     def lag_max(self) -> float:
@@ -177,3 +222,18 @@ class LagMonitor:
             now = trio.current_time()
             self.observe(expected, now)
             expected = now + self.period
+
+
+def _cpu_clock() -> Callable[[], float]:
+    """The loop thread's CPU time, under Trio's own clock. Under any other
+    (``trio.testing.MockClock``: virtual time passes only while no task runs,
+    or jumps as a stall would) one that stands still: every late second is
+    then a second the loop did not run."""
+    clock = type(trio.lowlevel.current_clock())
+    if clock.__name__ == "SystemClock" and clock.__module__.startswith("trio."):
+        return time.thread_time
+    return _still
+
+
+def _still() -> float:
+    return 0.0
