@@ -190,9 +190,8 @@ def main() -> None:
         versions.append(("baseline", str(Path(args.baseline).resolve())))
     p99s: dict[str, list[float]] = {name: [] for name, _ in versions}
     for number in range(1, args.rounds + 1):
-        # Each version goes first every other round, so that what the order
-        # does (a machine still busy with the last run's 10,000 closes) falls
-        # on both alike.
+        # Each version goes first every other round: whatever running first
+        # or second does falls on both alike.
         for name, pythonpath in versions if number % 2 else versions[::-1]:
             server_side, cleaned, client_side, spread = trio.run(
                 measure, args.clients, args.timeout, loadgen, args.handler,
