@@ -64,6 +64,11 @@ async def main():
               flush=True)
         with trio.open_signal_receiver(signal.SIGTERM) as signals:
             async for _ in signals:
+                # The clients have had every CLOSE(1); the cleanups (which
+                # report) may still be under way: kicks come first.
+                with trio.move_on_after(60):
+                    while len(late) < int(sys.argv[3]):
+                        await trio.sleep(0.01)
                 print(" ".join("%.6f" % x for x in late), flush=True)
                 print(" ".join("%.6f" % x for x in cleaned), flush=True)
                 print("%.6f" % (max(read) - min(read)), flush=True)
@@ -134,7 +139,7 @@ async def measure(
     handler: str,
     pythonpath: str | None = None,
 ) -> tuple[list[float], list[float], list[float], float]:
-    cmd = [sys.executable, "-c", SERVER, str(kick_after), handler]
+    cmd = [sys.executable, "-c", SERVER, str(kick_after), handler, str(clients)]
     if pythonpath is not None:  # another version of trio_heartbeat
         cmd = ["env", f"PYTHONPATH={pythonpath}", *cmd]
     process, port = start_server(cmd, True)
@@ -198,7 +203,8 @@ def main() -> None:
                 pythonpath,
             )  # fmt: skip
             print(f"round {number}, {name}: {len(client_side)} of {args.clients} "
-                  f"kicked; last PINGs read over {spread * 1000:.1f} ms")  # fmt: skip
+                  f"kicked, {len(server_side)} reported by the server; last "
+                  f"PINGs read over {spread * 1000:.1f} ms")  # fmt: skip
             for label, values in (
                 ("server: CLOSE(1) written - (last received + timeout)", server_side),
                 ("server: cleaned up and reported - (last received + timeout)",

@@ -62,10 +62,14 @@ LAG_BUCKETS: Final = (
 )
 #: Lateness samples kept for the "recent" percentile.
 RECENT: Final = 1024
-#: CPU-time samples kept to tell a busy loop from a stalled one (a few passes
-#: of the kicker: an observer due since before all of them counts its whole
-#: lateness, as if idle meanwhile).
+#: CPU-time samples kept to tell a busy loop from a stalled one (an observer
+#: due since before all of them counts its whole lateness, as if idle
+#: meanwhile), and how far apart they are at least: the CPU clock is a system
+#: call (0.6 us), and the kicker may pass thousands of times a second. A sample
+#: up to that much older than a due time counts that much more as a stall,
+#: never less.
 SAMPLES: Final = 8
+SAMPLE_EVERY: Final = 0.01
 #: Stalls the ledger remembers (the oldest half is dropped past it). A server
 #: stalled every second for eighteen hours stays within it.
 MAX_STALLS: Final = 65536
@@ -176,9 +180,11 @@ class LagMonitor:
 
     def sample(self, now: float) -> None:
         """Note the loop's thread CPU time at loop time ``now`` (the kicker
-        does at every pass): a busy stretch after it is then told from a
-        stall."""
-        self._samples.append((now, self._cpu_time()))
+        calls this at every pass; at most one reading per ``SAMPLE_EVERY``):
+        a busy stretch after it is then told from a stall."""
+        samples = self._samples
+        if not samples or now - samples[-1][0] >= SAMPLE_EVERY:
+            samples.append((now, self._cpu_time()))
 
     def observe(self, expected: float, actual: float) -> float:
         """A task woke at ``actual`` for ``expected``; the stall it reveals:
@@ -186,14 +192,16 @@ class LagMonitor:
         late = max(0.0, actual - expected)
         self.lateness.observe(late)
         self._recent.append(late)
+        if late <= self.ledger.tolerance:
+            self.sample(actual)
+            return 0.0
         cpu = self._cpu_time()
-        if late > self.ledger.tolerance:
-            for at, cpu_at in reversed(self._samples):
-                if at <= expected:
-                    idle = (actual - at) - (cpu - cpu_at)
-                    if idle < late:
-                        expected = actual - max(0.0, idle)
-                    break
+        for at, cpu_at in reversed(self._samples):
+            if at <= expected:
+                idle = (actual - at) - (cpu - cpu_at)
+                if idle < late:
+                    expected = actual - max(0.0, idle)
+                break
         self._samples.append((actual, cpu))
         return self.ledger.observe(expected, actual)
 
