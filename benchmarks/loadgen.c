@@ -29,7 +29,10 @@
  *   ping       every connection sends a PING every INTERVAL seconds, the
  *              connections spread evenly over it; each PONG's latency is kept
  *   silent K   the first K connections send one last PING together, then
- *              stay silent: each CLOSE(1) must come TIMEOUT after it
+ *              stay silent: each CLOSE(1) must come TIMEOUT after it; each
+ *              closes its socket when its CLOSE(1) arrives, as a live client
+ *              does ("silent K hold": it keeps the socket open, unread, to
+ *              the end, as a hung client or one whose network is gone)
  *   stop       stop sending, wait up to 5 s for the PONGs still owed, write
  *              the latencies to OUTFILE ("pong SENT_AT SECONDS" lines, SENT_AT
  *              on CLOCK_MONOTONIC, and "kick SECONDS" lines: CLOSE(1)
@@ -284,7 +287,7 @@ static int scale(int port, const char *source_ip, int count, double interval,
     struct samples pongs = {0}, pong_at = {0}, kicks = {0};
     long long sent = 0, answered = 0, kicked = 0, unexpected = 0;
     int opened = 0, ready = 0, in_flight = 0, silent_count = 0;
-    int pinging = 0, stopping = 0;
+    int pinging = 0, stopping = 0, hold = 0;
     double start = now(), pace_start = 0, stop_until = 0, next_tick = start + 1;
     double worst = 0;
     long long next_seq = 0;  /* PINGs are sent in order: seq % count */
@@ -350,6 +353,7 @@ static int scale(int port, const char *source_ip, int count, double interval,
                         next_seq = 0;
                     } else if (strncmp(line, "silent ", 7) == 0) {
                         silent_count = atoi(line + 7);
+                        hold = strstr(line + 7, "hold") != NULL;
                         for (int i = 0; i < silent_count && i < count; i++) {
                             struct conn *c = &conns[i];
                             if (c->state != 2) continue;
@@ -424,6 +428,11 @@ static int scale(int port, const char *source_ip, int count, double interval,
                 unexpected++;
             }
             c->state = 3;
+            if (c->silent && got > 0 && hold) {
+                /* no answer, no FIN: closed when the process exits */
+                epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+                continue;
+            }
             close(c->fd);
         }
     }

@@ -21,7 +21,10 @@ one process at most the machine's descriptor limit). The clients propose a
    fall silent while the rest keep heartbeating: kick lateness, server side
    (the ``trio_heartbeat_kick_lateness_seconds`` histogram: when the server
    acted against when each client was due) and client side (CLOSE(1) arrival
-   against last PING + timeout).
+   against last PING + timeout). A kicked client closes its socket when its
+   CLOSE(1) arrives, as a live one does; with ``--silent-hold`` it answers
+   nothing and keeps the socket open to the end, as a hung client or one whose
+   network is gone would (the kernel still acknowledges here).
 
 Every PING must be answered; the run fails otherwise. A progress line shows
 while it runs; a table at the end. ``--json`` keeps the figures and the
@@ -256,8 +259,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             silent_shares = [
                 args.silent // count + (i < args.silent % count) for i in range(count)
             ]
+            hold = " hold" if args.silent_hold else ""
             for gen, silent in zip(gens, silent_shares, strict=True):
-                await gen.command(f"silent {silent}")
+                await gen.command(f"silent {silent}{hold}")
             phases["silent"] = elapsed()
             burst_end = elapsed() + BURST
             await phase("silent", lambda: elapsed() >= burst_end)
@@ -317,6 +321,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "interval_s": args.interval,
         "timeout_s": args.timeout,
         "silent": args.silent,
+        "silent_hold": args.silent_hold,
         "accept_all_s": round(accept_all, 2),
         "rss_per_connection_kb": round(
             (rss_after - rss_before) / args.clients / 1024, 2
@@ -372,7 +377,8 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str]]:
          f"{r['burst_pong_p99_ms']:.1f} / {r['burst_pong_max_ms']:.1f} ms "
          f"({r['burst_pong_count']:,} PONGs)"),
         ("PINGs unanswered", f"{r['unanswered']:,} of {r['sent']:,}"),
-        ("kicked (silent at once)", f"{r['kicked']:,} of {r['silent']:,}"),
+        ("kicked (silent at once)", f"{r['kicked']:,} of {r['silent']:,}"
+         + (", sockets held open" if r.get("silent_hold") else "")),
         ("kick lateness, server: p99 / max",
          f"≤ {r['kick_server_p99_le_ms']:.1f} / {r['kick_server_max_ms']:.1f} ms"),
         ("kick lateness, client: p99 / max",
@@ -482,6 +488,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, metavar="S",
                         help="heartbeating time before the silent burst")  # fmt: skip
     parser.add_argument("--silent", type=int, default=10_000, metavar="N")
+    parser.add_argument("--silent-hold", action="store_true",
+                        help="the silent clients never answer their CLOSE(1): "
+                        "their sockets stay open to the end")  # fmt: skip
     parser.add_argument("--json", metavar="FILE", help="keep the figures here")
     parser.add_argument("--svg", metavar="FILE", help="draw the run here")
     parser.add_argument("--draw", metavar="FILE",
