@@ -9,12 +9,12 @@ them has them.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import shutil
 import socket
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,32 +93,18 @@ def side_by_side(
         return None
     finally:
         probe.close()
-    results: dict[str, list[str] | BaseException] = {}
-
-    def run(index: int, page: str, root: Path) -> None:
-        try:
-            results[page] = run_page(page, root, f"p{index}")
-        except BaseException as exc:  # reported by the page's own test
-            results[page] = exc
-
     order = sorted(SESSION_PAGES, key=lambda page: -PAGE_SECONDS.get(page, 0))
-    pending = list(enumerate(order))
-    lock = threading.Lock()
+    roots = [tmp_path_factory.mktemp("page") for _ in order]
 
-    def lane() -> None:
-        while True:
-            with lock:
-                if not pending:
-                    return
-                index, page = pending.pop(0)
-                root = tmp_path_factory.mktemp("page")
-            run(index, page, root)
+    def run(index: int, page: str, root: Path) -> list[str] | BaseException:
+        try:
+            return run_page(page, root, f"p{index}")
+        except BaseException as exc:  # reported by the page's own test
+            return exc
 
-    threads = [threading.Thread(target=lane, daemon=True) for _ in range(LANES)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with concurrent.futures.ThreadPoolExecutor(LANES) as pool:
+        outcomes = pool.map(run, range(len(order)), order, roots)
+        results = dict(zip(order, outcomes, strict=True))
     return results
 
 
