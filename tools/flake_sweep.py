@@ -14,7 +14,7 @@ Arguments after ``--`` go to pytest (default: the whole default run, which
 covers every test that starts processes, uses real sockets with real time or
 asserts a wall-clock window). Run it from the repository root in the test
 environment (``pip install -e '.[test]'``). It is not part of ``.ci/run``: 20
-rounds take about half an hour on 2 cores.
+rounds take about an hour on 2 cores.
 """
 
 from __future__ import annotations
