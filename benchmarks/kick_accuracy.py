@@ -16,6 +16,11 @@ p50/p99/max in milliseconds:
   PING (a burst of 1,000 is read one after another: printed as the span over
   which the last PINGs were read), and the clients' own time to read 1,000
   sockets (small for loadgen.c, tens of ms for Python).
+
+The server freezes what its connections made every second, as ``serve`` does.
+``--timeline`` also prints the server's CPU time (each task step's, timed by a
+Trio instrument) while it read the burst of PINGs, and from the first deadline
+to the last CLOSE(1): the kicks keep up only where the second is no larger.
 """
 
 from __future__ import annotations
@@ -36,11 +41,38 @@ from trio_heartbeat import Close, FrameDecoder
 # The server, with a hook that records each kick's lateness against its own
 # deadline (last frame received + timeout) and prints them when terminated.
 SERVER = """
-import gc, logging, signal, sys, trio, trio_heartbeat
+import gc, logging, signal, sys, time, trio, trio_heartbeat
 logging.disable(logging.ERROR)  # as `serve --log-level ERROR`: no line per kick
-late, cleaned, read = [], [], []
+late, cleaned, read, written = [], [], [], []
+class Timeline(trio.abc.Instrument):  # --timeline: each task step's CPU time
+    steps = []  # (loop time at its end, seconds, whether it was the kicker)
+    started = None  # (none for the step that adds the instrument)
+    def before_task_step(self, task):
+        self.started = time.thread_time()
+    def after_task_step(self, task):
+        if self.started is not None:
+            self.steps.append((trio.current_time(),
+                               time.thread_time() - self.started,
+                               task.name.endswith("Kicker.run")))
+def timeline():
+    # From the first PING read to the end of the step that read the last; from
+    # the first deadline to the end of the step that wrote the last CLOSE(1).
+    ends = lambda at: min(t for t, _, _ in Timeline.steps if t >= at)
+    first, last = min(read), ends(max(read))
+    start, end = first + float(sys.argv[1]), ends(max(written))
+    def busy(lo, hi, kicker=False):
+        return sum(s for t, s, k in Timeline.steps
+                   if lo <= t <= hi and (k or not kicker))
+    steps = lambda lo, hi: sum(1 for t, _, _ in Timeline.steps if lo <= t <= hi)
+    return "%.6f %d %.6f %.6f %d" % (busy(first, last), steps(first, last),
+        busy(start, end), busy(start, end, True), steps(start, end))
+async def freeze_settled():
+    while True:
+        await trio.sleep(1)
+        gc.freeze()
 def kicked(conn, reason):
     read.append(conn.stats.last_received)
+    written.append(conn.stats.last_sent)
     deadline = conn.stats.last_received + float(sys.argv[1])
     late.append(conn.stats.last_sent - deadline)  # the CLOSE(1) write
     cleaned.append(trio.current_time() - deadline)
@@ -58,8 +90,11 @@ async def main():
             lambda task_status: trio_heartbeat.serve_tcp(
                 handler, 0, host="127.0.0.1", config=config, on_disconnect=kicked,
                 task_status=task_status))
-        gc.collect()  # as `serve`: startup's objects out of full collections
-        gc.freeze()
+        gc.collect()  # as `serve`: startup's objects out of full collections,
+        gc.freeze()  # and then what the connections made, every second
+        nursery.start_soon(freeze_settled)
+        if sys.argv[4] == "timeline":
+            trio.lowlevel.add_instrument(Timeline())
         print("listening on 127.0.0.1:%d" % listeners[0].socket.getsockname()[1],
               flush=True)
         with trio.open_signal_receiver(signal.SIGTERM) as signals:
@@ -72,6 +107,7 @@ async def main():
                 print(" ".join("%.6f" % x for x in late), flush=True)
                 print(" ".join("%.6f" % x for x in cleaned), flush=True)
                 print("%.6f" % (max(read) - min(read)), flush=True)
+                print(timeline() if Timeline.steps else "", flush=True)
                 nursery.cancel_scope.cancel()
 trio.run(main)
 """
@@ -138,8 +174,10 @@ async def measure(
     loadgen: str | None,
     handler: str,
     pythonpath: str | None = None,
-) -> tuple[list[float], list[float], list[float], float]:
-    cmd = [sys.executable, "-c", SERVER, str(kick_after), handler, str(clients)]
+    timeline: bool = False,
+) -> tuple[list[float], list[float], list[float], float, list[float]]:
+    cmd = [sys.executable, "-c", SERVER, str(kick_after), handler, str(clients),
+           "timeline" if timeline else "-"]  # fmt: skip
     if pythonpath is not None:  # another version of trio_heartbeat
         cmd = ["env", f"PYTHONPATH={pythonpath}", *cmd]
     process, port = start_server(cmd, True)
@@ -153,10 +191,11 @@ async def measure(
         server_side = [float(x) for x in process.stdout.readline().split()]
         cleaned = [float(x) for x in process.stdout.readline().split()]
         spread = float(process.stdout.readline())
+        steps = [float(x) for x in process.stdout.readline().split()]
     finally:
         process.terminate()
         process.wait(timeout=30)
-    return server_side, cleaned, lateness, spread
+    return server_side, cleaned, lateness, spread, steps
 
 
 def main() -> None:
@@ -182,6 +221,13 @@ def main() -> None:
         "version), alternating with this one round by round",
     )
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="time each task step of the server (a Trio instrument, which "
+        "slows it a little) and print the CPU spent reading the burst of PINGs "
+        "against that spent from the first deadline to the last CLOSE(1)",
+    )
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(
@@ -198,9 +244,9 @@ def main() -> None:
         # Each version goes first every other round: whatever running first
         # or second does falls on both alike.
         for name, pythonpath in versions if number % 2 else versions[::-1]:
-            server_side, cleaned, client_side, spread = trio.run(
+            server_side, cleaned, client_side, spread, steps = trio.run(
                 measure, args.clients, args.timeout, loadgen, args.handler,
-                pythonpath,
+                pythonpath, args.timeline,
             )  # fmt: skip
             print(f"round {number}, {name}: {len(client_side)} of {args.clients} "
                   f"kicked, {len(server_side)} reported by the server; last "
@@ -217,6 +263,13 @@ def main() -> None:
                     p99s[name].append(p99)
                 print(f"  {label}: p50 {statistics.median(ms):.1f} ms, "
                       f"p99 {p99:.1f} ms, max {ms[-1]:.1f} ms")  # fmt: skip
+            if steps:
+                reading, read_steps, kicking, kicker, kick_steps = steps
+                print(f"  server CPU reading the PINGs: {reading * 1000:.0f} ms in "
+                      f"{read_steps:.0f} task steps; first deadline to last "
+                      f"CLOSE(1): {kicking * 1000:.0f} ms in {kick_steps:.0f} "
+                      f"steps, the kicker {kicker * 1000:.0f} ms of it "
+                      f"({kicking / reading:.2f}x the reading)")  # fmt: skip
     for name, values in p99s.items():
         print(f"{name}: CLOSE(1) written, median p99 over {len(values)} rounds "
               f"{statistics.median(values):.1f} ms (each: "
