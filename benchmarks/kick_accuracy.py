@@ -41,7 +41,8 @@ from trio_heartbeat import Close, FrameDecoder
 # The server, with a hook that records each kick's lateness against its own
 # deadline (last frame received + timeout) and prints them when terminated.
 SERVER = """
-import gc, logging, signal, sys, time, trio, trio_heartbeat
+import logging, signal, sys, time, trio, trio_heartbeat
+from trio_heartbeat._cli import _serve
 logging.disable(logging.ERROR)  # as `serve --log-level ERROR`: no line per kick
 late, cleaned, read, written = [], [], [], []
 class Timeline(trio.abc.Instrument):  # --timeline: each task step's CPU time
@@ -66,10 +67,6 @@ def timeline():
     steps = lambda lo, hi: sum(1 for t, _, _ in Timeline.steps if lo <= t <= hi)
     return "%.6f %d %.6f %.6f %d" % (busy(first, last), steps(first, last),
         busy(start, end), busy(start, end, True), steps(start, end))
-async def freeze_settled():
-    while True:
-        await trio.sleep(1)
-        gc.freeze()
 def kicked(conn, reason):
     read.append(conn.stats.last_received)
     written.append(conn.stats.last_sent)
@@ -90,9 +87,10 @@ async def main():
             lambda task_status: trio_heartbeat.serve_tcp(
                 handler, 0, host="127.0.0.1", config=config, on_disconnect=kicked,
                 task_status=task_status))
-        gc.collect()  # as `serve`: startup's objects out of full collections,
-        gc.freeze()  # and then what the connections made, every second
-        nursery.start_soon(freeze_settled)
+        # As `serve`: startup's objects out of the collector's reach, and then
+        # what the connections made, every second.
+        _serve._freeze_startup_objects()
+        nursery.start_soon(_serve.freeze_settled)
         if sys.argv[4] == "timeline":
             trio.lowlevel.add_instrument(Timeline())
         print("listening on 127.0.0.1:%d" % listeners[0].socket.getsockname()[1],
