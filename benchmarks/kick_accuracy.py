@@ -5,7 +5,12 @@ Run: python benchmarks/kick_accuracy.py [--clients 1000] [--timeout 5]
 Starts a trio_heartbeat server with timeout T (pinned to core 0); the clients
 (core 1) each send one last PING at the same moment, then stay silent. The
 clients are ``loadgen silent`` (benchmarks/loadgen.c, one epoll thread, built
-with cc), or with ``--python-clients`` Trio tasks in this process. Lateness,
+with cc), or with ``--python-clients`` Trio tasks in this process. Each client
+closes its socket when its CLOSE(1) comes, as a live one does, and the server
+wakes that connection to read the answer while later kicks are due. With
+``--hold`` it answers nothing until every client has its CLOSE(1), as a hung
+client or one whose network is gone would: the kicks then cost the server no
+wake-up until the last is out. Lateness,
 p50/p99/max in milliseconds:
 
 * server side: when the server wrote each CLOSE(1) (the connection's
@@ -112,11 +117,12 @@ trio.run(main)
 
 
 async def c_clients(
-    loadgen: str, port: int, clients: int, kick_after: float
+    loadgen: str, port: int, clients: int, kick_after: float, hold: bool
 ) -> list[float]:
     """CLOSE(1) lateness per client, as loadgen.c measured it."""
     result = await trio.run_process(
-        [loadgen, "silent", str(port), str(clients), str(kick_after)],
+        [loadgen, "silent", str(port), str(clients), str(kick_after)]
+        + (["hold"] if hold else []),
         capture_stdout=True,
     )
     label, *values = result.stdout.split()
@@ -173,6 +179,7 @@ async def measure(
     handler: str,
     pythonpath: str | None = None,
     timeline: bool = False,
+    hold: bool = False,
 ) -> tuple[list[float], list[float], list[float], float, list[float]]:
     cmd = [sys.executable, "-c", SERVER, str(kick_after), handler, str(clients),
            "timeline" if timeline else "-"]  # fmt: skip
@@ -181,7 +188,7 @@ async def measure(
     process, port = start_server(cmd, True)
     try:
         if loadgen is not None:
-            lateness = await c_clients(loadgen, port, clients, kick_after)
+            lateness = await c_clients(loadgen, port, clients, kick_after, hold)
         else:
             lateness = await python_clients(port, clients, kick_after)
         process.terminate()
@@ -226,6 +233,14 @@ def main() -> None:
         "slows it a little) and print the CPU spent reading the burst of PINGs "
         "against that spent from the first deadline to the last CLOSE(1)",
     )
+    parser.add_argument(
+        "--hold",
+        action="store_true",
+        help="kicked clients keep their sockets open, unanswered, until every "
+        "one is kicked, as hung clients or ones whose network is gone would "
+        "(by default each closes its socket at its CLOSE(1), as a live client "
+        "does; --python-clients always hold)",
+    )
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(
@@ -233,7 +248,9 @@ def main() -> None:
     )
     loadgen = None if args.python_clients else build_loadgen()
     pin(1)
-    print(f"handler: {args.handler}; clients: {'loadgen.c' if loadgen else 'Python'}")
+    answer = "hold the socket" if args.hold or not loadgen else "close"
+    print(f"handler: {args.handler}; clients: {'loadgen.c' if loadgen else 'Python'}"
+          f", at their CLOSE(1): {answer}")  # fmt: skip
     versions: list[tuple[str, str | None]] = [("this checkout", None)]
     if args.baseline:
         versions.append(("baseline", str(Path(args.baseline).resolve())))
@@ -244,7 +261,7 @@ def main() -> None:
         for name, pythonpath in versions if number % 2 else versions[::-1]:
             server_side, cleaned, client_side, spread, steps = trio.run(
                 measure, args.clients, args.timeout, loadgen, args.handler,
-                pythonpath, args.timeline,
+                pythonpath, args.timeline, args.hold,
             )  # fmt: skip
             print(f"round {number}, {name}: {len(client_side)} of {args.clients} "
                   f"kicked, {len(server_side)} reported by the server; last "

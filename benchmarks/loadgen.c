@@ -10,13 +10,15 @@
  * by a WebSocket PONG frame; the server's own PINGs are skipped). Prints
  * "replies N seconds S rate R" on stdout.
  *
- * Run:   loadgen silent PORT CONNECTIONS TIMEOUT
+ * Run:   loadgen silent PORT CONNECTIONS TIMEOUT [hold]
  *
  * Kick accuracy, seen from the clients: opens CONNECTIONS (framed), sends one
  * PING on each as fast as it can, then stays silent and reads every connection
- * until its CLOSE frame. Prints one line "late L1 L2 ...": for each
- * connection, when its CLOSE arrived - (when its PING was sent + TIMEOUT), in
- * seconds. Exits 1 if a connection ends without a CLOSE.
+ * until its CLOSE frame, and closes it then, as a live client does ("hold":
+ * it keeps it open and reads no more until every CLOSE has come, as a hung
+ * client or one whose network is gone would). Prints one line "late L1 L2
+ * ...": for each connection, when its CLOSE arrived - (when its PING was sent
+ * + TIMEOUT), in seconds. Exits 1 if a connection ends without a CLOSE.
  *
  * Run:   loadgen scale PORT SOURCE_IP CONNECTIONS INTERVAL TIMEOUT OUTFILE [ID_PREFIX]
  *
@@ -166,7 +168,7 @@ static int parse_byte(struct parser *p, unsigned char byte) {
     return p->type;
 }
 
-static int silent(int port, int conns, double timeout) {
+static int silent(int port, int conns, double timeout, int hold) {
     double *sent = calloc((size_t)conns, sizeof(double));
     double *late = calloc((size_t)conns, sizeof(double));
     struct parser *parsers = calloc((size_t)conns, sizeof(struct parser));
@@ -195,7 +197,10 @@ static int silent(int port, int conns, double timeout) {
             for (ssize_t k = 0; k < got; k++) {
                 if (parse_byte(&parsers[i], (unsigned char)buf[k]) == 0x05) {
                     late[i] = at - (sent[i] + timeout);
-                    close(fds[i]);
+                    if (hold)
+                        epoll_ctl(ep, EPOLL_CTL_DEL, fds[i], NULL);
+                    else
+                        close(fds[i]);
                     closed++;
                     break;
                 }
@@ -451,8 +456,9 @@ static int scale(int port, const char *source_ip, int count, double interval,
 }
 
 int main(int argc, char **argv) {
-    if (argc == 5 && strcmp(argv[1], "silent") == 0)
-        return silent(atoi(argv[2]), atoi(argv[3]), atof(argv[4]));
+    if ((argc == 5 || (argc == 6 && strcmp(argv[5], "hold") == 0))
+        && strcmp(argv[1], "silent") == 0)
+        return silent(atoi(argv[2]), atoi(argv[3]), atof(argv[4]), argc == 6);
     if ((argc == 8 || argc == 9) && strcmp(argv[1], "scale") == 0)
         return scale(atoi(argv[2]), argv[3], atoi(argv[4]), atof(argv[5]),
                      atof(argv[6]), argv[7], argc == 9 ? argv[8] : NULL);
