@@ -177,15 +177,16 @@ async def measure(
     kick_after: float,
     loadgen: str | None,
     handler: str,
-    pythonpath: str | None = None,
+    checkout: Path,
     timeline: bool = False,
     hold: bool = False,
 ) -> tuple[list[float], list[float], list[float], float, list[float]]:
-    cmd = [sys.executable, "-c", SERVER, str(kick_after), handler, str(clients),
+    # The server runs the package of ``checkout``: from its directory (which
+    # ``python -c`` puts first on the path) and on PYTHONPATH.
+    cmd = ["env", f"PYTHONPATH={checkout}", sys.executable, "-c", SERVER,
+           str(kick_after), handler, str(clients),
            "timeline" if timeline else "-"]  # fmt: skip
-    if pythonpath is not None:  # another version of trio_heartbeat
-        cmd = ["env", f"PYTHONPATH={pythonpath}", *cmd]
-    process, port = start_server(cmd, True)
+    process, port = start_server(cmd, True, checkout)
     try:
         if loadgen is not None:
             lateness = await c_clients(loadgen, port, clients, kick_after, hold)
@@ -251,17 +252,17 @@ def main() -> None:
     answer = "hold the socket" if args.hold or not loadgen else "close"
     print(f"handler: {args.handler}; clients: {'loadgen.c' if loadgen else 'Python'}"
           f", at their CLOSE(1): {answer}")  # fmt: skip
-    versions: list[tuple[str, str | None]] = [("this checkout", None)]
+    versions = [("this checkout", Path(__file__).resolve().parents[1])]
     if args.baseline:
-        versions.append(("baseline", str(Path(args.baseline).resolve())))
+        versions.append(("baseline", Path(args.baseline).resolve()))
     p99s: dict[str, list[float]] = {name: [] for name, _ in versions}
     for number in range(1, args.rounds + 1):
         # Each version goes first every other round: whatever running first
         # or second does falls on both alike.
-        for name, pythonpath in versions if number % 2 else versions[::-1]:
+        for name, checkout in versions if number % 2 else versions[::-1]:
             server_side, cleaned, client_side, spread, steps = trio.run(
                 measure, args.clients, args.timeout, loadgen, args.handler,
-                pythonpath, args.timeline, args.hold,
+                checkout, args.timeline, args.hold,
             )  # fmt: skip
             print(f"round {number}, {name}: {len(client_side)} of {args.clients} "
                   f"kicked, {len(server_side)} reported by the server; last "

@@ -229,6 +229,10 @@ PROTOCOL_OF = {
     "websockets-trio": "websocket",
     "legacy-c": "legacy",
 }
+#: Where each version of trio_heartbeat runs from (its working directory, so
+#: that it imports that checkout's package whatever directory this ran in).
+CHECKOUTS: dict[str, Path] = {"trio_heartbeat": BENCHMARKS.parent.resolve()}
+
 SERVERS = {
     # --min-interval 1e-6: the load generator PINGs far faster than any real
     # client (and pipelines them); ping strikes would close its connections.
@@ -254,7 +258,11 @@ SERVERS = {
 UNPINNED = {"trio_heartbeat-2-workers"}
 
 
-def start_server(cmd: list[str], pinned: bool) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(
+    cmd: list[str], pinned: bool, cwd: Path | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a server printing "... PORT" first; ``cwd``: its working directory
+    (a checkout's root, for ``python -m``/``-c`` put it first on the path)."""
     if not cmd:  # the C server: a fixed port, and it prints per message
         port = free_port()
         process = subprocess.Popen(
@@ -268,6 +276,7 @@ def start_server(cmd: list[str], pinned: bool) -> tuple[subprocess.Popen[bytes],
         cmd,
         stdout=subprocess.PIPE,
         preexec_fn=(lambda: pin(0)) if pinned else unpin,
+        cwd=cwd,
     )
     assert process.stdout is not None
     line = process.stdout.readline().decode()
@@ -367,7 +376,9 @@ class LoadGenerator:
 
 
 async def measure(args: argparse.Namespace, name: str) -> dict[str, object]:
-    process, port = start_server(SERVERS[name], name not in UNPINNED)
+    process, port = start_server(
+        SERVERS[name], name not in UNPINNED, CHECKOUTS.get(name)
+    )
     protocol = PROTOCOLS[PROTOCOL_OF.get(name, "framed")]
     results: dict[str, object] = {"server": name}
     try:
@@ -467,14 +478,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.baseline:
         # Both versions start the same way, from their checkout's directory on
-        # PYTHONPATH: the same code installed (editable) against on PYTHONPATH
-        # once came out 1.20x in CPU per heartbeat and 0.95x in max rate.
+        # PYTHONPATH and as the working directory (which ``python -m`` puts
+        # first on the path: started in this checkout's root, the baseline
+        # would run this checkout's code). The same code installed (editable)
+        # against on PYTHONPATH once came out 1.20x in CPU per heartbeat and
+        # 0.95x in max rate.
         command = SERVERS["trio_heartbeat"]
-        for name, checkout in (
-            ("trio_heartbeat", BENCHMARKS.parent),
-            ("trio_heartbeat-baseline", Path(args.baseline)),
-        ):
-            SERVERS[name] = ["env", f"PYTHONPATH={checkout.resolve()}", *command]
+        CHECKOUTS["trio_heartbeat-baseline"] = Path(args.baseline).resolve()
+        for name, checkout in CHECKOUTS.items():
+            SERVERS[name] = ["env", f"PYTHONPATH={checkout}", *command]
         if "trio_heartbeat-baseline" not in args.servers:
             args.servers.append("trio_heartbeat-baseline")
     if "legacy-c" in args.servers and not (REFERENCE / "seed_server.cpp").exists():
