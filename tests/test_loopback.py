@@ -13,16 +13,20 @@ from collections.abc import Iterator
 
 import pytest
 import trio
+import trio.testing
 
 from trio_heartbeat import (
     ClientConfig,
     Close,
+    CloseCode,
     Data,
     DisconnectReason,
+    FrameDecoder,
     HeartbeatConnection,
     PerMessage,
     Pong,
     ServerConfig,
+    SessionState,
     encode,
     open_connection,
     per_message,
@@ -159,10 +163,59 @@ async def test_kick_wakes_a_waiting_per_message_reader_through_its_socket() -> N
         conn, reason = await _kick_on_tcp(per_message(upper), encode(Data(b"hi")))
     assert reason is DisconnectReason.HEARTBEAT_TIMEOUT
     # The reader was blocked on the socket: the kick wrote CLOSE and FIN; the
-    # client's answer (its end of stream) woke the reader, which ended by
-    # itself, so the kick had nothing to cancel.
+    # client's answer (its end of stream) woke the reader, which waited its
+    # turn (none due: at once) and ended by itself, so the kick had nothing to
+    # cancel.
     assert cancelled == []
+    assert conn.answer_held
     assert conn.stats.frames_sent == 3  # HELLO, DATA "HI", CLOSE
+
+
+async def test_a_held_answer_is_handled_only_after_its_turn() -> None:
+    """``end_now`` then ``hold_answer``: the peer's answer wakes the reader,
+    which awaits the turn before it handles the answer; then it ends."""
+
+    async def ignore(conn: HeartbeatConnection, data: bytes) -> None:
+        raise AssertionError(f"no DATA expected, got {data!r}")
+
+    turn_taken = trio.Event()
+    go = trio.Event()
+
+    async def turn() -> None:
+        turn_taken.set()
+        await go.wait()
+
+    with trio.fail_after(10):
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        async with listeners[0], await trio.open_tcp_stream("127.0.0.1", port) as peer:
+            conn = HeartbeatConnection(await listeners[0].accept())
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(conn.run_reader, ignore)
+                await trio.testing.wait_all_tasks_blocked()
+                assert conn.end_now(
+                    CloseCode.HEARTBEAT_TIMEOUT,
+                    "silent",
+                    DisconnectReason.HEARTBEAT_TIMEOUT,
+                )  # the reader, blocked on the socket, ends by itself
+                conn.hold_answer(turn)
+                decoder = FrameDecoder()
+                while (data := await peer.receive_some(100)) != b"":
+                    decoder.receive_data(data)
+                assert decoder.next_frame() == Close(1, "silent")  # then FIN
+                await peer.aclose()  # the answer
+                await turn_taken.wait()
+                await trio.testing.wait_all_tasks_blocked()
+                # Woken and read, but not handled: still waiting for it.
+                assert conn.session.state is SessionState.CLOSING
+                assert not conn.answer_held
+                go.set()
+            await conn.close_stream()
+    assert conn.answer_held
+    assert conn.session.state is SessionState.CLOSED
+    info = conn.session.close_info
+    assert info is not None
+    assert info.disconnect_reason is DisconnectReason.HEARTBEAT_TIMEOUT
 
 
 async def test_kick_cancels_a_per_message_handler_that_is_still_busy() -> None:

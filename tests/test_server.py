@@ -662,6 +662,50 @@ async def test_a_burst_of_kicks_logs_after_its_kicks(
     assert order[:last_kick].count("line") <= 2 * CLEANUPS_WHILE_BEHIND
 
 
+@pytest.mark.parametrize("transport", ["tcp"])
+async def test_a_burst_of_answered_kicks_waits_for_the_kicks(
+    clock: Any, transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """300 silent together over TCP, each client closing at its CLOSE(1): a
+    kicked reader woken by that answer waits its turn before it handles it, so
+    while kicks are overdue only a few connections end between the kicker's
+    passes; and it waits once, not again to clean up."""
+    clients = 300
+    ended_before: list[int] = []  # at each kick, connections ended so far
+    kicked: list[HeartbeatConnection] = []
+
+    async with running_server(transport, shout) as server:
+
+        def ended() -> int:
+            return sum(1 for event, _, _ in server.events if event == "disconnect")
+
+        original = HeartbeatConnection.end_now
+
+        def spy(conn: HeartbeatConnection, *args: Any) -> bool:
+            ended_before.append(ended())
+            kicked.append(conn)
+            return original(conn, *args)
+
+        monkeypatch.setattr(HeartbeatConnection, "end_now", spy)
+        peers = [await server.client() for _ in range(clients)]
+
+        async def answer(peer: RawPeer) -> None:
+            assert await peer.receive() == Close(1, "nothing received for 60 s")
+            await peer.stream.aclose()
+
+        async with trio.open_nursery() as nursery:
+            for peer in peers:
+                nursery.start_soon(answer, peer)
+        await server.settle()
+        assert ended() == clients
+    assert len(kicked) == clients
+    assert all(conn.answer_held for conn in kicked)
+    assert all(reason is HEARTBEAT_TIMEOUT for _, _, reason in server.events[clients:])
+    # Passes of 128 kicks: the two that end with kicks overdue let a few
+    # through each; the rest end once the last kick is out.
+    assert ended_before[-1] <= 2 * CLEANUPS_WHILE_BEHIND
+
+
 # ------------------------------------------------------------ ping strikes
 
 

@@ -174,6 +174,7 @@ class HeartbeatConnection:
     """
 
     __slots__ = (
+        "_answer_turn",
         "_on_data",
         "_pong_waiters",
         "_reader_done",
@@ -191,6 +192,7 @@ class HeartbeatConnection:
         "_stream",
         "_stream_closed",
         "_transport",
+        "answer_held",
         "close_timeout",
         "identity",
         "learner",
@@ -247,6 +249,10 @@ class HeartbeatConnection:
         self._scope: trio.CancelScope | None = None
         self._on_data: MessageHandler | None = None
         self._pong_waiters: list[_PongWaiter] | None = None
+        self._answer_turn: Callable[[], Awaitable[object]] | None = None
+        #: Whether the reader waited its turn (:meth:`hold_answer`) before it
+        #: handled the peer's answer to our CLOSE.
+        self.answer_held = False
         #: Longest a send may block before the peer counts as a slow consumer
         #: (``None``: no bound; servers set their ``send_timeout``).
         self._send_timeout = send_timeout
@@ -651,6 +657,19 @@ class HeartbeatConnection:
                 return True  # no CLOSE to answer: the reader wakes at once
         return False
 
+    def hold_answer(self, turn: Callable[[], Awaitable[object]]) -> None:
+        """After :meth:`end_now` left the reader blocked on the socket: once
+        the peer's answer (or the end of the stream) wakes it, it awaits
+        ``turn()`` before it handles what it read, and the connection ends.
+
+        The server's kicker passes its cleanup turn: with thousands kicked at
+        once, each answer then costs a wake-up and a wait while later kicks
+        are due, and the answer's handling and the connection's end come
+        after them. A cancelled wait drops what was read (the connection is
+        ending anyway).
+        """
+        self._answer_turn = turn
+
     def stop_lingering(self) -> None:
         """Stop waiting for the peer's answer to our CLOSE: the reader wakes
         at the end of the stream and finishes (see :meth:`end_now`)."""
@@ -738,7 +757,12 @@ class HeartbeatConnection:
                 self._receiving = False
             if self._stream_closed:
                 return  # kicked or aborted as this read completed
-            events = session.receive_data(data, trio.current_time())
+            now = trio.current_time()
+            if self._answer_turn is not None:  # see hold_answer
+                turn, self._answer_turn = self._answer_turn, None
+                await turn()
+                self.answer_held = True
+            events = session.receive_data(data, now)
 
     async def _linger(self, *, in_reader: bool = False) -> None:
         """Our CLOSE is out (and our side half-closed): read on (replies in

@@ -519,7 +519,9 @@ class HeartbeatServer:
             raise
         finally:
             try:
-                if self._kicker.busy and conn.done_sending:  # kicks first (Kicker)
+                if (
+                    self._kicker.busy and conn.done_sending and not conn.answer_held
+                ):  # kicks first (Kicker)
                     with trio.CancelScope(shield=True):
                         await self._kicker.cleanup_turn()
                 await self._finish(conn, connected, *ending)
@@ -757,7 +759,9 @@ class HeartbeatServer:
             self._kicked.append((conn, trio.current_time() - conn.last_received))
         # Cancelling costs as much as the rest of a kick (Trio records who
         # cancelled): skipped where the socket's end already ends everything.
-        if not alone:
+        if alone:
+            conn.hold_answer(self._kicker.cleanup_turn)  # kicks first (Kicker)
+        else:
             conn.cancel()
         return alone
 
