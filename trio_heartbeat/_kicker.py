@@ -48,8 +48,11 @@ kick behind them late: with 10,000 at once, the later kicks came hundreds of
 milliseconds after their deadlines. So while the kicker is busy (kicks overdue,
 or some in its last pass), a connection that ends waits in :meth:`cleanup_turn`,
 and the kicker lets the waiting through in chunks: a few per pass while kicks
-are overdue (so they are never starved), more otherwise. The kicks' log lines
-(``after_kicks``) get the same share per pass.
+are overdue (so they are never starved), more otherwise. A kicked connection
+whose reader is woken by the client's answer waits there before it even
+handles the answer (the server's ``hold_answer``): its wake-up costs a read
+and a wait while kicks are due, and the rest comes after them. The kicks' log
+lines (``after_kicks``) get the same share per pass.
 """
 
 from __future__ import annotations
