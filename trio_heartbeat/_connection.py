@@ -174,6 +174,7 @@ class HeartbeatConnection:
     """
 
     __slots__ = (
+        "_answer_held",
         "_answer_turn",
         "_on_data",
         "_pong_waiters",
@@ -192,7 +193,6 @@ class HeartbeatConnection:
         "_stream",
         "_stream_closed",
         "_transport",
-        "answer_held",
         "close_timeout",
         "identity",
         "learner",
@@ -250,9 +250,7 @@ class HeartbeatConnection:
         self._on_data: MessageHandler | None = None
         self._pong_waiters: list[_PongWaiter] | None = None
         self._answer_turn: Callable[[], Awaitable[object]] | None = None
-        #: Whether the reader waited its turn (:meth:`hold_answer`) before it
-        #: handled the peer's answer to our CLOSE.
-        self.answer_held = False
+        self._answer_held = False
         #: Longest a send may block before the peer counts as a slow consumer
         #: (``None``: no bound; servers set their ``send_timeout``).
         self._send_timeout = send_timeout
@@ -670,6 +668,12 @@ class HeartbeatConnection:
         """
         self._answer_turn = turn
 
+    @property
+    def answer_held(self) -> bool:
+        """Whether the reader waited its turn (:meth:`hold_answer`) before it
+        handled the peer's answer to our CLOSE."""
+        return self._answer_held
+
     def stop_lingering(self) -> None:
         """Stop waiting for the peer's answer to our CLOSE: the reader wakes
         at the end of the stream and finishes (see :meth:`end_now`)."""
@@ -761,7 +765,7 @@ class HeartbeatConnection:
             if self._answer_turn is not None:  # see hold_answer
                 turn, self._answer_turn = self._answer_turn, None
                 await turn()
-                self.answer_held = True
+                self._answer_held = True
             events = session.receive_data(data, now)
 
     async def _linger(self, *, in_reader: bool = False) -> None:
