@@ -173,7 +173,8 @@ async def test_kick_wakes_a_waiting_per_message_reader_through_its_socket() -> N
 
 async def test_a_held_answer_is_handled_only_after_its_turn() -> None:
     """``end_now`` then ``hold_answer``: the peer's answer wakes the reader,
-    which awaits the turn before it handles the answer; then it ends."""
+    which awaits the turn before it reads the answer (it stays in the
+    kernel) and handles it; then it ends."""
 
     async def ignore(conn: HeartbeatConnection, data: bytes) -> None:
         raise AssertionError(f"no DATA expected, got {data!r}")
@@ -203,10 +204,13 @@ async def test_a_held_answer_is_handled_only_after_its_turn() -> None:
                 while (data := await peer.receive_some(100)) != b"":
                     decoder.receive_data(data)
                 assert decoder.next_frame() == Close(1, "silent")  # then FIN
-                await peer.aclose()  # the answer
+                answer = encode(Close(1, "silent"))  # the peer's CLOSE back
+                await peer.send_all(answer)
+                await peer.aclose()
                 await turn_taken.wait()
                 await trio.testing.wait_all_tasks_blocked()
-                # Woken and read, but not handled: still waiting for it.
+                # Woken, but neither read nor handled: waiting for its turn.
+                assert conn.unread_input() == len(answer)
                 assert conn.session.state is SessionState.CLOSING
                 assert not conn.answer_held
                 go.set()
@@ -216,6 +220,39 @@ async def test_a_held_answer_is_handled_only_after_its_turn() -> None:
     info = conn.session.close_info
     assert info is not None
     assert info.disconnect_reason is DisconnectReason.HEARTBEAT_TIMEOUT
+
+
+async def test_a_held_read_on_a_stream_waits_its_turn_after_the_read() -> None:
+    """On a stream the socket transport cannot wait on itself, the reader
+    reads what woke it, then awaits the turn before it handles it."""
+    handled: list[bytes] = []
+
+    async def keep(conn: HeartbeatConnection, data: bytes) -> None:
+        handled.append(data)
+
+    turn_taken = trio.Event()
+    go = trio.Event()
+
+    async def turn() -> None:
+        turn_taken.set()
+        await go.wait()
+
+    with trio.fail_after(10):
+        ours, peer = trio.testing.memory_stream_pair()
+        conn = HeartbeatConnection(ours)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.run_reader, keep)
+            await trio.testing.wait_all_tasks_blocked()
+            conn.hold_answer(turn)
+            await peer.send_all(encode(Data(b"late")))
+            await turn_taken.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            assert handled == []
+            assert not conn.answer_held
+            go.set()
+            await peer.aclose()
+    assert handled == [b"late"]
+    assert conn.answer_held
 
 
 async def test_kick_cancels_a_per_message_handler_that_is_still_busy() -> None:
@@ -262,6 +299,7 @@ async def test_reset_by_the_peer_is_connection_lost_with_the_os_error() -> None:
 
 
 TCP_ESTABLISHED = 1  # Linux's tcp_states.h
+TCP_INFO_SEGS_OUT = 136  # struct tcp_info's tcpi_segs_out (Linux 4.2+)
 
 
 async def _stream_pair(family: str) -> tuple[trio.SocketStream, trio.SocketStream]:
@@ -293,6 +331,31 @@ async def test_a_last_frame_is_written_with_the_end_of_stream(family: str) -> No
         async with ours, peer:
             assert SocketTransport().write_last(ours, encode(Close(1, "bye")))
             assert await _read_to_end(peer) == encode(Close(1, "bye"))
+
+
+def _segments_out(stream: trio.SocketStream) -> int:
+    """TCP segments this socket has sent (Linux's tcp_info.tcpi_segs_out)."""
+    info = stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return int(struct.unpack_from("I", info, TCP_INFO_SEGS_OUT)[0])
+
+
+@pytest.mark.skipif(not hasattr(socket, "MSG_MORE"), reason="Linux's MSG_MORE")
+@pytest.mark.parametrize("cork", [False, True], ids=["msg_more", "tcp_cork"])
+async def test_a_last_frame_and_the_end_of_stream_leave_in_one_segment(
+    cork: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kick costs the kernel one delivery: the frame and the FIN in one TCP
+    segment, held back by MSG_MORE (or, where that cannot be used, TCP_CORK)."""
+    if cork:
+        monkeypatch.setattr("trio_heartbeat._transport._MSG_MORE", None)
+    with trio.fail_after(10):
+        ours, peer = await _stream_pair("tcp")
+        async with ours, peer:
+            before = _segments_out(ours)
+            assert SocketTransport().write_last(ours, encode(Close(1, "bye")))
+            assert _segments_out(ours) == before + 1
+            assert await _read_to_end(peer) == encode(Close(1, "bye"))
+            assert _segments_out(ours) == before + 1  # no second one for it
 
 
 async def test_a_last_frame_that_does_not_fit_is_not_written() -> None:

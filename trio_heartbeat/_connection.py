@@ -46,6 +46,7 @@ from ._session import (
 )
 from ._trace import TracingTransport, tracing
 from ._transport import (
+    ReadHold,
     Transport,
     TransportBroken,
     TransportClosed,
@@ -174,8 +175,7 @@ class HeartbeatConnection:
     """
 
     __slots__ = (
-        "_answer_held",
-        "_answer_turn",
+        "_hold",
         "_on_data",
         "_pong_waiters",
         "_reader_done",
@@ -249,8 +249,7 @@ class HeartbeatConnection:
         self._scope: trio.CancelScope | None = None
         self._on_data: MessageHandler | None = None
         self._pong_waiters: list[_PongWaiter] | None = None
-        self._answer_turn: Callable[[], Awaitable[object]] | None = None
-        self._answer_held = False
+        self._hold = ReadHold()  # see hold_answer
         #: Longest a send may block before the peer counts as a slow consumer
         #: (``None``: no bound; servers set their ``send_timeout``).
         self._send_timeout = send_timeout
@@ -658,21 +657,23 @@ class HeartbeatConnection:
     def hold_answer(self, turn: Callable[[], Awaitable[object]]) -> None:
         """After :meth:`end_now` left the reader blocked on the socket: once
         the peer's answer (or the end of the stream) wakes it, it awaits
-        ``turn()`` before it handles what it read, and the connection ends.
+        ``turn()`` before it handles the answer, and the connection ends. On
+        a plain socket it awaits the turn before it even reads the answer
+        (which stays in the kernel meanwhile); on other streams, after.
 
         The server's kicker passes its cleanup turn: with thousands kicked at
         once, each answer then costs a wake-up and a wait while later kicks
-        are due, and the answer's handling and the connection's end come
-        after them. A cancelled wait drops what was read (the connection is
+        are due, and the read, the answer's handling and the connection's end
+        come after them. A cancelled wait drops the answer (the connection is
         ending anyway).
         """
-        self._answer_turn = turn
+        self._hold.turn = turn
 
     @property
     def answer_held(self) -> bool:
         """Whether the reader waited its turn (:meth:`hold_answer`) before it
         handled the peer's answer to our CLOSE."""
-        return self._answer_held
+        return self._hold.taken
 
     def stop_lingering(self) -> None:
         """Stop waiting for the peer's answer to our CLOSE: the reader wakes
@@ -716,6 +717,7 @@ class HeartbeatConnection:
         transport = self._transport
         received = self._received
         on_data = self._on_data
+        hold = self._hold
         while True:
             for event in events:
                 event_class = type(event)
@@ -751,7 +753,7 @@ class HeartbeatConnection:
                 await self._wait_space()
             self._receiving = True
             try:
-                data = await transport.receive(stream)
+                data = await transport.receive(stream, hold)
             except TransportClosed:
                 return  # we closed it
             except TransportBroken as exc:
@@ -762,10 +764,8 @@ class HeartbeatConnection:
             if self._stream_closed:
                 return  # kicked or aborted as this read completed
             now = trio.current_time()
-            if self._answer_turn is not None:  # see hold_answer
-                turn, self._answer_turn = self._answer_turn, None
-                await turn()
-                self._answer_held = True
+            if hold.turn is not None:  # the transport did not wait it
+                await hold.wait()
             events = session.receive_data(data, now)
 
     async def _linger(self, *, in_reader: bool = False) -> None:

@@ -27,7 +27,7 @@ from ._protocol import (
     Hello,
     ProtocolError,
 )
-from ._transport import Transport
+from ._transport import ReadHold, Transport
 
 __all__ = ["TracingTransport", "frame_logger", "tracing"]
 
@@ -103,8 +103,10 @@ class TracingTransport(Transport):
         self._out = _Direction(peer, ">")
         self.synchronous = inner.synchronous
 
-    async def receive(self, stream: trio.abc.Stream) -> bytes | bytearray:
-        data = await self._inner.receive(stream)
+    async def receive(
+        self, stream: trio.abc.Stream, hold: ReadHold | None = None
+    ) -> bytes | bytearray:
+        data = await self._inner.receive(stream, hold)
         self._in.feed(data)
         return data
 

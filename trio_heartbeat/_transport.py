@@ -29,6 +29,7 @@ import os
 import socket
 import ssl
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 try:
@@ -45,6 +46,7 @@ __all__ = [
     "RECEIVE_SIZE",
     "SOCKET",
     "STREAM",
+    "ReadHold",
     "Transport",
     "TransportBroken",
     "TransportClosed",
@@ -57,6 +59,8 @@ __all__ = [
 RECEIVE_SIZE: Final = 65536
 #: Linux's "hold partial segments"; None elsewhere.
 _TCP_CORK: Final[int | None] = getattr(socket, "TCP_CORK", None)
+#: Linux's "more data follows" send flag, a cork for one call; None elsewhere.
+_MSG_MORE: Final[int | None] = getattr(socket, "MSG_MORE", None)
 
 
 class TransportClosed(Exception):
@@ -96,14 +100,42 @@ def stream_socket(stream: object) -> socket.socket | trio.socket.SocketType | No
     return sock if hasattr(sock, "getsockname") else None
 
 
+class ReadHold:
+    """A turn a blocked reader must wait for once input wakes it, before it
+    reads (see ``HeartbeatConnection.hold_answer``): set :attr:`turn`, and the
+    reader awaits it once. Transports that wait for input themselves (the
+    socket one) await it before the read; for the others the reader awaits it
+    after the read, before it handles what it read.
+    """
+
+    __slots__ = ("taken", "turn")
+
+    def __init__(self) -> None:
+        self.turn: Callable[[], Awaitable[object]] | None = None
+        self.taken = False  # whether a turn was awaited
+
+    async def wait(self) -> None:
+        """Await the turn that was set, once."""
+        turn, self.turn = self.turn, None
+        if turn is not None:
+            await turn()
+            self.taken = True
+
+
 class Transport:
     """How to move bytes on one kind of stream (the generic kind)."""
 
     #: Whether :meth:`write_now` and :meth:`shutdown` can do anything.
     synchronous = False
 
-    async def receive(self, stream: trio.abc.Stream) -> bytes | bytearray:
-        """The next bytes (``b""`` at the end of the stream)."""
+    async def receive(
+        self, stream: trio.abc.Stream, hold: ReadHold | None = None
+    ) -> bytes | bytearray:
+        """The next bytes (``b""`` at the end of the stream).
+
+        ``hold``: where the transport waits for input itself, a turn set there
+        while it waited is awaited before the read (else the caller's to await).
+        """
         try:
             return await stream.receive_some(RECEIVE_SIZE)
         except trio.ClosedResourceError:
@@ -179,7 +211,9 @@ class SocketTransport(Transport):
 
     synchronous = True
 
-    async def receive(self, stream: trio.abc.Stream) -> bytes | bytearray:
+    async def receive(
+        self, stream: trio.abc.Stream, hold: ReadHold | None = None
+    ) -> bytes | bytearray:
         sock = stream.socket  # type: ignore[attr-defined]
         try:
             # Trio's own sequence: a read that succeeds at once is followed by
@@ -190,6 +224,8 @@ class SocketTransport(Transport):
                 await trio.lowlevel.cancel_shielded_checkpoint()
             while data is None:  # readable, then maybe not: wait again
                 await trio.lowlevel.wait_readable(sock)
+                if hold is not None and hold.turn is not None:
+                    await hold.wait()  # the read too comes after the turn
                 data = _read_ready(sock)
         except trio.ClosedResourceError:
             raise TransportClosed from None
@@ -222,19 +258,24 @@ class SocketTransport(Transport):
 
     def write_last(self, stream: trio.abc.Stream, data: bytes) -> bool:
         sock = stream.socket  # type: ignore[attr-defined]
+        # The frame waits for the FIN and both leave in one segment: a kick
+        # costs the kernel one delivery instead of two (11 -> 7 us on
+        # loopback). Linux holds it back for one send with MSG_MORE, a syscall
+        # less than TCP_CORK (benchmarks/last_frame.py); only TCP has either.
+        raw = getattr(sock, "_sock", None)  # the stdlib socket under Trio's
         try:
-            fd = sock.fileno()
-            if _TCP_CORK is not None:
-                # Corked, the frame waits for the FIN and both leave in one
-                # segment: a kick costs the kernel one delivery instead of two
-                # (11 -> 7 us on loopback). Only TCP has it.
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1)
-            # A few bytes fit unless the peer has stopped reading, and then a
-            # frame that does not go out whole must not go out at all.
-            if os.write(fd, data) != len(data):
-                return False
+            if _MSG_MORE is not None and type(raw) is socket.socket:
+                written = raw.send(data, _MSG_MORE)
+            else:
+                if _TCP_CORK is not None:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1)
+                written = os.write(sock.fileno(), data)
         except OSError:
+            return False
+        # A few bytes fit unless the peer has stopped reading, and then a
+        # frame that does not go out whole must not go out at all.
+        if written != len(data):
             return False
         with contextlib.suppress(OSError):  # reset meanwhile: the frame is out
             sock.shutdown(socket.SHUT_WR)
