@@ -50,8 +50,8 @@ or some in its last pass), a connection that ends waits in :meth:`cleanup_turn`,
 and the kicker lets the waiting through in chunks: a few per pass while kicks
 are overdue (so they are never starved), more otherwise. A kicked connection
 whose reader is woken by the client's answer waits there before it even
-handles the answer (the server's ``hold_answer``): its wake-up costs a read
-and a wait while kicks are due, and the rest comes after them. The kicks' log
+reads the answer (the server's ``hold_answer``): its wake-up costs a wait
+while kicks are due, and the rest comes after them. The kicks' log
 lines (``after_kicks``) get the same share per pass.
 """
 
