@@ -28,7 +28,7 @@ from trio_heartbeat import (
     per_message,
     serve_listeners,
 )
-from trio_heartbeat._kicker import CLEANUPS_WHILE_BEHIND
+from trio_heartbeat._kicker import ASLEEP_UNTIL_QUIET, CLEANUPS_WHILE_BEHIND
 
 from .helpers import MemoryListener, RawPeer, echo_upper, tcp_peer
 
@@ -59,6 +59,8 @@ class Running:
     handler_nursery: trio.Nursery
     events: list[tuple[str, str, DisconnectReason | None]]
     peers: list[RawPeer] = attrs.Factory(list)
+    #: When each disconnect was reported, by peer.
+    disconnected_at: dict[str, float] = attrs.Factory(dict)
 
     async def connect(self) -> RawPeer:
         if self.transport == "memory":
@@ -85,6 +87,12 @@ async def running_server(
     **kwargs: Any,
 ) -> AsyncIterator[Running]:
     events: list[tuple[str, str, DisconnectReason | None]] = []
+    disconnected_at: dict[str, float] = {}
+
+    def disconnected(conn: HeartbeatConnection, reason: DisconnectReason) -> None:
+        events.append(("disconnect", conn.peer, reason))
+        disconnected_at[conn.peer] = trio.current_time()
+
     # The lag probe's wake-up every virtual second would cost each test a jump
     # per second (and over TCP a real cushion each); the kicker still notices
     # stalls itself. The probe has tests of its own.
@@ -103,12 +111,14 @@ async def running_server(
                 listeners,
                 handler_nursery=handlers,
                 on_connect=lambda c: events.append(("connect", c.peer, None)),
-                on_disconnect=lambda c, r: events.append(("disconnect", c.peer, r)),
+                on_disconnect=disconnected,
                 on_refuse=lambda c, r: events.append(("refuse", c.peer, r)),
                 **kwargs,
             )
         )
-        running = Running(transport, listeners[0], nursery, handlers, events)
+        running = Running(
+            transport, listeners[0], nursery, handlers, events, [], disconnected_at
+        )
         try:
             yield running
         finally:
@@ -666,13 +676,14 @@ async def test_a_burst_of_kicks_logs_after_its_kicks(
 async def test_a_burst_of_answered_kicks_waits_for_the_kicks(
     clock: Any, transport: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """300 silent together over TCP, each client closing at its CLOSE(1): a
-    kicked reader woken by that answer waits its turn before it handles it, so
-    while kicks are overdue only a few connections end between the kicker's
-    passes; and it waits once, not again to clean up."""
+    """300 silent together over TCP, each client closing at its CLOSE(1): the
+    kicked readers sleep through the answers until no kick has come for
+    ASLEEP_UNTIL_QUIET, so no connection ends during the kicks; then each
+    wakes, waits its turn once (not again to clean up) and ends."""
     clients = 300
     ended_before: list[int] = []  # at each kick, connections ended so far
     kicked: list[HeartbeatConnection] = []
+    kicked_at: list[float] = []
 
     async with running_server(transport, shout) as server:
 
@@ -684,6 +695,7 @@ async def test_a_burst_of_answered_kicks_waits_for_the_kicks(
         def spy(conn: HeartbeatConnection, *args: Any) -> bool:
             ended_before.append(ended())
             kicked.append(conn)
+            kicked_at.append(trio.current_time())
             return original(conn, *args)
 
         monkeypatch.setattr(HeartbeatConnection, "end_now", spy)
@@ -696,14 +708,49 @@ async def test_a_burst_of_answered_kicks_waits_for_the_kicks(
         async with trio.open_nursery() as nursery:
             for peer in peers:
                 nursery.start_soon(answer, peer)
+        assert len(kicked) == clients
+        await trio.sleep_until(kicked_at[-1] + ASLEEP_UNTIL_QUIET - 0.001)
+        await server.settle()
+        assert ended() == 0  # every answer in, every reader still asleep
+        assert not any(conn.answer_held for conn in kicked)
+        await trio.sleep_until(kicked_at[-1] + ASLEEP_UNTIL_QUIET)
         await server.settle()
         assert ended() == clients
-    assert len(kicked) == clients
+    assert ended_before == [0] * clients
     assert all(conn.answer_held for conn in kicked)
     assert all(reason is HEARTBEAT_TIMEOUT for _, _, reason in server.events[clients:])
-    # Passes of 128 kicks: the two that end with kicks overdue let a few
-    # through each; the rest end once the last kick is out.
-    assert ended_before[-1] <= 2 * CLEANUPS_WHILE_BEHIND
+
+
+async def test_an_unanswered_kick_ends_at_close_timeout_while_kicks_go_on(
+    clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kicked readers sleep until no kick has come for ASLEEP_UNTIL_QUIET; when
+    kicks keep coming for longer than close_timeout, a client that never
+    answers is still let go exactly close_timeout after its kick."""
+    close_timeout = 0.2
+    spacing = ASLEEP_UNTIL_QUIET / 2  # kicks closer together than the quiet
+    clients = 20  # kicked over 19 x 25 ms, longer than close_timeout
+    kicked_at: dict[str, float] = {}
+    original = HeartbeatConnection.end_now
+
+    def spy(conn: HeartbeatConnection, *args: Any) -> bool:
+        kicked_at[conn.peer] = trio.current_time()
+        return original(conn, *args)
+
+    monkeypatch.setattr(HeartbeatConnection, "end_now", spy)
+    config = ServerConfig(close_timeout=close_timeout)
+    async with running_server("tcp", shout, config=config) as server:
+        for _ in range(clients):
+            await server.client()  # then silent, and deaf to the CLOSE
+            await trio.sleep(spacing)
+        await trio.sleep(60 + close_timeout)
+        await server.settle()
+        assert len(server.disconnected_at) == clients
+    assert len(kicked_at) == clients
+    assert max(kicked_at.values()) - min(kicked_at.values()) > close_timeout
+    for peer, at in kicked_at.items():
+        assert server.disconnected_at[peer] == at + close_timeout
+    assert {reason for _, _, reason in server.events[clients:]} == {HEARTBEAT_TIMEOUT}
 
 
 # ------------------------------------------------------------ ping strikes

@@ -69,6 +69,8 @@ import trio
 
 from ._connection import HeartbeatConnection
 from ._lag import STALL_TOLERANCE, Histogram, LagMonitor
+from ._readpause import ReadPause
+from ._transport import stream_socket
 
 __all__ = ["Kicker"]
 
@@ -81,6 +83,9 @@ CLEANUPS_PER_PASS: Final = 64
 #: 1,000 kicks would wait tens of milliseconds), and the kicker goes on next
 #: scheduler round.
 KICKS_PER_PASS: Final = 128
+#: Kicked connections' readers sleep until no kick has come for this long
+#: (seconds), then wake CLEANUPS_PER_PASS at a time.
+ASLEEP_UNTIL_QUIET: Final = 0.05
 
 
 class Kicker:
@@ -126,6 +131,8 @@ class Kicker:
         self.lateness = Histogram()
         self._cleanups = trio.lowlevel.ParkingLot()
         self._busy = False  # kicks overdue, or some in the last pass
+        self._asleep = ReadPause()  # kicked connections' readers
+        self._quiet_at = -math.inf  # when the readers may wake: no kick since
 
     def watch(self, conn: HeartbeatConnection) -> None:
         """Start watching ``conn``: kicked ``timeout`` after it was last heard
@@ -173,6 +180,7 @@ class Kicker:
             await self._run()
         finally:
             self._busy = False
+            self._asleep.resume()
             self._cleanups.unpark_all()
             if self._after_kicks is not None:
                 self._after_kicks(sys.maxsize)
@@ -198,6 +206,7 @@ class Kicker:
             while lingering and lingering[0][0] <= now:
                 _, conn = lingering.popleft()
                 if conn in self._live:
+                    self._asleep.resume_fd(_fileno(conn))
                     conn.stop_lingering()
             kicked = 0
             while heap and heap[0][0] <= now and kicked < KICKS_PER_PASS:
@@ -223,8 +232,14 @@ class Kicker:
                 kicked += 1
                 if self._kick(conn):
                     lingering.append((now + self.close_timeout, conn))
+                    self._asleep.pause(_fileno(conn))
                 lateness.observe(trio.current_time() - due)
             now = trio.current_time()
+            if kicked:
+                self._quiet_at = now + ASLEEP_UNTIL_QUIET
+            asleep = self._asleep
+            if asleep and now >= self._quiet_at:
+                asleep.resume(CLEANUPS_PER_PASS)
             behind = bool(heap) and heap[0][0] <= now
             self._busy = behind or kicked > 0
             share = CLEANUPS_WHILE_BEHIND if behind else CLEANUPS_PER_PASS
@@ -240,9 +255,16 @@ class Kicker:
                 # Back next round: more to let through, or to see whether the
                 # burst of kicks is over.
                 now if cleanups or kicked or more else math.inf,
+                max(now, self._quiet_at) if asleep else math.inf,
             )
             # When to run again, as asked now: a deadline already past is a
             # backlog of kicks, not a wake-up that comes late.
             wake = max(wake, trio.current_time())
             with trio.move_on_at(wake):
                 await self._wakeup.wait()
+
+
+def _fileno(conn: HeartbeatConnection) -> int:
+    """The descriptor under ``conn`` (-1: none, or closed)."""
+    sock = stream_socket(conn.stream)
+    return sock.fileno() if sock is not None else -1

@@ -1,0 +1,149 @@
+"""ReadPause: a blocked reader kept asleep through input, on real sockets."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import trio
+import trio.testing
+
+from trio_heartbeat import _readpause
+from trio_heartbeat._readpause import ReadPause
+
+pytestmark = pytest.mark.skipif(
+    sys.platform != "linux", reason="pauses only Trio's epoll (Linux)"
+)
+
+CUSHION = 0.05  # real seconds for socket events to arrive and be handled
+
+
+async def _reader(sock: trio.socket.SocketType, woke: list[str]) -> None:
+    try:
+        await trio.lowlevel.wait_readable(sock)
+        woke.append("readable")
+    except trio.ClosedResourceError:
+        woke.append("closed")
+
+
+async def test_a_paused_reader_sleeps_through_input_until_resumed() -> None:
+    woke: list[str] = []
+    with trio.fail_after(10):
+        a, b = trio.socket.socketpair()
+        with a, b:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_reader, a, woke)
+                await trio.testing.wait_all_tasks_blocked()
+                pause = ReadPause()
+                assert pause.pause(a.fileno())  # this Trio has what it needs
+                assert len(pause) == 1
+                await b.send(b"x")
+                await trio.testing.wait_all_tasks_blocked(CUSHION)
+                assert woke == []
+                pause.resume()
+                assert len(pause) == 0
+            assert woke == ["readable"]
+
+
+async def test_a_paused_reader_is_cancelled_or_woken_by_a_close_as_usual() -> None:
+    woke: list[str] = []
+    with trio.fail_after(10):
+        a, b = trio.socket.socketpair()
+        c, d = trio.socket.socketpair()
+        with b, d:
+            async with trio.open_nursery() as nursery:
+                scope = trio.CancelScope()
+
+                async def cancellable() -> None:
+                    with scope:
+                        await _reader(c, woke)
+
+                nursery.start_soon(_reader, a, woke)
+                nursery.start_soon(cancellable)
+                await trio.testing.wait_all_tasks_blocked()
+                pause = ReadPause()
+                assert pause.pause(a.fileno())
+                assert pause.pause(c.fileno())
+                a.close()  # Trio's notify_closing wakes the reader
+                await trio.testing.wait_all_tasks_blocked()
+                assert woke == ["closed"]
+                scope.cancel()
+            assert scope.cancelled_caught
+            pause.resume()  # both gone: nothing to put back, no error
+            c.close()
+    assert woke == ["closed"]
+
+
+async def test_resume_wakes_the_oldest_first_or_the_one_named() -> None:
+    woke: list[str] = []
+    with trio.fail_after(10):
+        pairs = [trio.socket.socketpair() for _ in range(3)]
+        try:
+            async with trio.open_nursery() as nursery:
+                for n, (ours, _) in enumerate(pairs):
+
+                    async def read(ours: trio.socket.SocketType, n: int) -> None:
+                        await trio.lowlevel.wait_readable(ours)
+                        woke.append(f"reader {n}")
+
+                    nursery.start_soon(read, ours, n)
+                await trio.testing.wait_all_tasks_blocked()
+                pause = ReadPause()
+                for ours, theirs in pairs:
+                    assert pause.pause(ours.fileno())
+                    await theirs.send(b"x")
+                pause.resume_fd(pairs[2][0].fileno())
+                await trio.testing.wait_all_tasks_blocked(CUSHION)
+                assert woke == ["reader 2"]
+                pause.resume_fd(pairs[2][0].fileno())  # not paused any more
+                pause.resume(1)
+                await trio.testing.wait_all_tasks_blocked(CUSHION)
+                assert woke == ["reader 2", "reader 0"]
+                assert len(pause) == 1
+                pause.resume()
+        finally:
+            for ours, theirs in pairs:
+                ours.close()
+                theirs.close()
+    assert woke == ["reader 2", "reader 0", "reader 1"]
+
+
+async def test_no_pause_without_a_lone_reader() -> None:
+    """Nobody waiting, a writer waiting, or already paused: refused."""
+    woke: list[str] = []
+    with trio.fail_after(10):
+        a, b = trio.socket.socketpair()
+        with a, b:
+            pause = ReadPause()
+            assert not pause.pause(a.fileno())  # nobody waits on it
+            while True:  # fill the send buffer: a writer must wait
+                try:
+                    os.write(a.fileno(), b"x" * 65536)
+                except BlockingIOError:
+                    break
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.lowlevel.wait_writable, a)
+                nursery.start_soon(_reader, a, woke)
+                await trio.testing.wait_all_tasks_blocked()
+                assert not pause.pause(a.fileno())  # a writer waits too
+                nursery.cancel_scope.cancel()
+            assert len(pause) == 0
+
+
+async def test_without_trios_epoll_internals_nothing_is_paused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another platform or another Trio: pause() says no, readers wake."""
+    monkeypatch.setattr(_readpause, "_NEEDED", ("_no_such_attribute",))
+    woke: list[str] = []
+    with trio.fail_after(10):
+        a, b = trio.socket.socketpair()
+        with a, b:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_reader, a, woke)
+                await trio.testing.wait_all_tasks_blocked()
+                pause = ReadPause()
+                assert not pause.pause(a.fileno())
+                await b.send(b"x")
+    assert woke == ["readable"]
