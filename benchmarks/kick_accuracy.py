@@ -39,7 +39,7 @@ from pathlib import Path
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from server import HELLO, PING, build_loadgen, pin, start_server
+from server import HELLO, PING, baseline_checkout, build_loadgen, pin, start_server
 
 from trio_heartbeat import Close, FrameDecoder
 
@@ -254,7 +254,7 @@ def main() -> None:
           f", at their CLOSE(1): {answer}")  # fmt: skip
     versions = [("this checkout", Path(__file__).resolve().parents[1])]
     if args.baseline:
-        versions.append(("baseline", Path(args.baseline).resolve()))
+        versions.append(("baseline", baseline_checkout(args.baseline)))
     p99s: dict[str, list[float]] = {name: [] for name, _ in versions}
     for number in range(1, args.rounds + 1):
         # Each version goes first every other round: whatever running first

@@ -233,6 +233,27 @@ PROTOCOL_OF = {
 #: that it imports that checkout's package whatever directory this ran in).
 CHECKOUTS: dict[str, Path] = {"trio_heartbeat": BENCHMARKS.parent.resolve()}
 
+
+def baseline_checkout(path: str) -> Path:
+    """``--baseline``: a checkout of this project (a git worktree, say), said
+    which commit when git can tell. A directory that only holds a package
+    (an old copy) would run some unknown code as "the baseline"."""
+    root = Path(path).resolve()
+    if (
+        not (root / "pyproject.toml").is_file()
+        or not (root / "trio_heartbeat" / "__init__.py").is_file()
+    ):
+        raise SystemExit(f"--baseline {path}: not a checkout of trio_heartbeat")
+    described = subprocess.run(
+        ["git", "-C", str(root), "log", "-1", "--format=%h %s"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    print(f"baseline: {root} ({described or 'not a git checkout'})")
+    return root
+
+
 SERVERS = {
     # --min-interval 1e-6: the load generator PINGs far faster than any real
     # client (and pipelines them); ping strikes would close its connections.
@@ -484,7 +505,7 @@ def main() -> None:
         # against on PYTHONPATH once came out 1.20x in CPU per heartbeat and
         # 0.95x in max rate.
         command = SERVERS["trio_heartbeat"]
-        CHECKOUTS["trio_heartbeat-baseline"] = Path(args.baseline).resolve()
+        CHECKOUTS["trio_heartbeat-baseline"] = baseline_checkout(args.baseline)
         for name, checkout in CHECKOUTS.items():
             SERVERS[name] = ["env", f"PYTHONPATH={checkout}", *command]
         if "trio_heartbeat-baseline" not in args.servers:
