@@ -90,17 +90,22 @@ async def test_resume_wakes_the_oldest_first_or_the_one_named() -> None:
                     nursery.start_soon(read, ours, n)
                 await trio.testing.wait_all_tasks_blocked()
                 pause = ReadPause()
-                for ours, theirs in pairs:
-                    assert pause.pause(ours.fileno())
+                for n, (ours, theirs) in enumerate(pairs):
+                    assert pause.pause(ours.fileno(), until=10.0 + n)
                     await theirs.send(b"x")
+                assert pause.next_until == 10.0
+                pause.resume(due=9.0)  # none due yet
+                await trio.testing.wait_all_tasks_blocked(CUSHION)
+                assert woke == []
                 pause.resume_fd(pairs[2][0].fileno())
                 await trio.testing.wait_all_tasks_blocked(CUSHION)
                 assert woke == ["reader 2"]
                 pause.resume_fd(pairs[2][0].fileno())  # not paused any more
-                pause.resume(1)
+                pause.resume(5, due=10.5)  # only reader 0's is due
                 await trio.testing.wait_all_tasks_blocked(CUSHION)
                 assert woke == ["reader 2", "reader 0"]
                 assert len(pause) == 1
+                assert pause.next_until == 11.0
                 pause.resume()
         finally:
             for ours, theirs in pairs:

@@ -28,7 +28,11 @@ from trio_heartbeat import (
     per_message,
     serve_listeners,
 )
-from trio_heartbeat._kicker import ASLEEP_UNTIL_QUIET, CLEANUPS_WHILE_BEHIND
+from trio_heartbeat._kicker import (
+    ASLEEP_AT_MOST,
+    ASLEEP_UNTIL_QUIET,
+    CLEANUPS_WHILE_BEHIND,
+)
 
 from .helpers import MemoryListener, RawPeer, echo_upper, tcp_peer
 
@@ -750,6 +754,45 @@ async def test_an_unanswered_kick_ends_at_close_timeout_while_kicks_go_on(
     assert max(kicked_at.values()) - min(kicked_at.values()) > close_timeout
     for peer, at in kicked_at.items():
         assert server.disconnected_at[peer] == at + close_timeout
+    assert {reason for _, _, reason in server.events[clients:]} == {HEARTBEAT_TIMEOUT}
+
+
+async def test_answered_kicks_sleep_at_most_a_second_while_kicks_go_on(
+    clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kicks 25 ms apart for 1.5 s, each client closing at its CLOSE(1): a
+    kicked reader sleeps until the kicks are quiet or for ASLEEP_AT_MOST,
+    whichever comes first, then ends at once."""
+    spacing = ASLEEP_UNTIL_QUIET / 2
+    clients = 60
+    kicked_at: dict[str, float] = {}
+    original = HeartbeatConnection.end_now
+
+    def spy(conn: HeartbeatConnection, *args: Any) -> bool:
+        kicked_at[conn.peer] = trio.current_time()
+        return original(conn, *args)
+
+    async def answer(peer: RawPeer) -> None:
+        assert await peer.receive() == Close(1, "nothing received for 60 s")
+        await peer.stream.aclose()
+
+    monkeypatch.setattr(HeartbeatConnection, "end_now", spy)
+    config = ServerConfig(close_timeout=5)  # no linger ends before the sleep
+    async with (
+        running_server("tcp", shout, config=config) as server,
+        trio.open_nursery() as nursery,
+    ):
+        for _ in range(clients):
+            nursery.start_soon(answer, await server.client())
+            await trio.sleep(spacing)
+        await trio.sleep(60 + 2 * ASLEEP_UNTIL_QUIET)
+        await server.settle()
+        assert len(server.disconnected_at) == clients
+    last = max(kicked_at.values())
+    assert last - min(kicked_at.values()) > ASLEEP_AT_MOST
+    for peer, at in kicked_at.items():
+        woken = min(at + ASLEEP_AT_MOST, last + ASLEEP_UNTIL_QUIET)
+        assert server.disconnected_at[peer] == woken, (at, woken)
     assert {reason for _, _, reason in server.events[clients:]} == {HEARTBEAT_TIMEOUT}
 
 

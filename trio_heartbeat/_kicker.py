@@ -84,8 +84,9 @@ CLEANUPS_PER_PASS: Final = 64
 #: scheduler round.
 KICKS_PER_PASS: Final = 128
 #: Kicked connections' readers sleep until no kick has come for this long
-#: (seconds), then wake CLEANUPS_PER_PASS at a time.
+#: (seconds), or for ASLEEP_AT_MOST, then wake CLEANUPS_PER_PASS at a time.
 ASLEEP_UNTIL_QUIET: Final = 0.05
+ASLEEP_AT_MOST: Final = 1.0
 
 
 class Kicker:
@@ -232,14 +233,17 @@ class Kicker:
                 kicked += 1
                 if self._kick(conn):
                     lingering.append((now + self.close_timeout, conn))
-                    self._asleep.pause(_fileno(conn))
+                    self._asleep.pause(_fileno(conn), now + ASLEEP_AT_MOST)
                 lateness.observe(trio.current_time() - due)
             now = trio.current_time()
             if kicked:
                 self._quiet_at = now + ASLEEP_UNTIL_QUIET
             asleep = self._asleep
-            if asleep and now >= self._quiet_at:
-                asleep.resume(CLEANUPS_PER_PASS)
+            if asleep:  # once quiet, the oldest; else those asleep too long
+                quiet = now >= self._quiet_at
+                asleep.resume(CLEANUPS_PER_PASS, math.inf if quiet else now)
+            # The next of those, if any are left (now: more to let through).
+            wake_asleep = max(now, min(self._quiet_at, asleep.next_until))
             behind = bool(heap) and heap[0][0] <= now
             self._busy = behind or kicked > 0
             share = CLEANUPS_WHILE_BEHIND if behind else CLEANUPS_PER_PASS
@@ -255,7 +259,7 @@ class Kicker:
                 # Back next round: more to let through, or to see whether the
                 # burst of kicks is over.
                 now if cleanups or kicked or more else math.inf,
-                max(now, self._quiet_at) if asleep else math.inf,
+                wake_asleep if asleep else math.inf,
             )
             # When to run again, as asked now: a deadline already past is a
             # backlog of kicks, not a wake-up that comes late.

@@ -26,6 +26,7 @@ returns False and the reader wakes as it always did. What keeps it safe:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import trio
@@ -55,14 +56,21 @@ class ReadPause:
 
     def __init__(self) -> None:
         self._manager: Any | None = None
-        self._paused: dict[int, None] = {}  # descriptors, oldest first
+        self._paused: dict[int, float] = {}  # descriptor: until, oldest first
 
     def __len__(self) -> int:
         return len(self._paused)
 
-    def pause(self, fd: int) -> bool:
-        """Keep the task reading ``fd`` asleep, whatever arrives; False if it
-        cannot be done (nobody or a writer waits on it, or no epoll here)."""
+    @property
+    def next_until(self) -> float:
+        """The earliest ``until`` of the paused sockets (inf: none)."""
+        return next(iter(self._paused.values()), math.inf)
+
+    def pause(self, fd: int, until: float = math.inf) -> bool:
+        """Keep the task reading ``fd`` asleep, whatever arrives, until a
+        resume (:meth:`resume` wakes it by ``until``: give them in order);
+        False if it cannot be done (nobody or a writer waits on it, or no
+        epoll here)."""
         manager = self._manager
         if manager is None:
             manager = self._manager = _epoll_manager()
@@ -83,20 +91,23 @@ class ReadPause:
         # What Trio believes is registered: nothing, so that the next change
         # (a resume, a write wait) registers the socket again.
         waiters.current_flags = 0
-        self._paused[fd] = None
+        self._paused[fd] = until
         return True
 
-    def resume(self, count: int | None = None) -> None:
-        """Wake-ups back on for the ``count`` oldest paused sockets (all)."""
+    def resume(self, count: int | None = None, due: float = math.inf) -> None:
+        """Wake-ups back on for the ``count`` oldest paused sockets (all),
+        of those whose ``until`` is ``due`` or earlier."""
         paused = self._paused
         for _ in range(len(paused) if count is None else min(count, len(paused))):
-            fd = next(iter(paused))
+            fd, until = next(iter(paused.items()))
+            if until > due:
+                return
             del paused[fd]
             self._rearm(fd)
 
     def resume_fd(self, fd: int) -> None:
         """Wake-ups back on for ``fd``, if it is paused."""
-        if self._paused.pop(fd, False) is None:
+        if self._paused.pop(fd, None) is not None:
             self._rearm(fd)
 
     def _rearm(self, fd: int) -> None:
