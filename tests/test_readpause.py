@@ -136,11 +136,13 @@ async def test_no_pause_without_a_lone_reader() -> None:
             assert len(pause) == 0
 
 
+@pytest.mark.parametrize("missing", ["_NEEDED", "_WAITERS"])
 async def test_without_trios_epoll_internals_nothing_is_paused(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, missing: str
 ) -> None:
-    """Another platform or another Trio: pause() says no, readers wake."""
-    monkeypatch.setattr(_readpause, "_NEEDED", ("_no_such_attribute",))
+    """Another platform or another Trio (no epoll manager as we know it, or
+    no per-descriptor record as we know it): pause() says no, readers wake."""
+    monkeypatch.setattr(_readpause, missing, ("_no_such_attribute",))
     woke: list[str] = []
     with trio.fail_after(10):
         a, b = trio.socket.socketpair()

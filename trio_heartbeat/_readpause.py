@@ -34,13 +34,23 @@ import trio
 __all__ = ["ReadPause"]
 
 _NEEDED = ("_registered", "_epoll", "_update_registrations")
+_WAITERS = ("read_task", "write_task", "current_flags")
 
 
 def _epoll_manager() -> Any | None:
-    """This Trio run's epoll I/O manager, if it has what a pause needs."""
+    """This Trio run's epoll I/O manager, if it has what a pause needs: the
+    names above, and per descriptor a record of its reader, its writer and
+    what is registered (checked on a fresh one, before anything is paused)."""
     runner = getattr(trio._core._run.GLOBAL_RUN_CONTEXT, "runner", None)
     manager = getattr(runner, "io_manager", None)
     if manager is None or not all(hasattr(manager, name) for name in _NEEDED):
+        return None
+    make_waiters = getattr(manager._registered, "default_factory", None)
+    try:
+        waiters = make_waiters() if callable(make_waiters) else None
+    except TypeError:
+        return None
+    if waiters is None or not all(hasattr(waiters, name) for name in _WAITERS):
         return None
     return manager
 
@@ -52,9 +62,10 @@ class ReadPause:
     :meth:`pause`).
     """
 
-    __slots__ = ("_manager", "_paused")
+    __slots__ = ("_looked", "_manager", "_paused")
 
     def __init__(self) -> None:
+        self._looked = False  # for the manager, at the first pause
         self._manager: Any | None = None
         self._paused: dict[int, float] = {}  # descriptor: until, oldest first
 
@@ -71,11 +82,12 @@ class ReadPause:
         resume (:meth:`resume` wakes it by ``until``: give them in order);
         False if it cannot be done (nobody or a writer waits on it, or no
         epoll here)."""
+        if not self._looked:
+            self._looked = True
+            self._manager = _epoll_manager()
         manager = self._manager
         if manager is None:
-            manager = self._manager = _epoll_manager()
-            if manager is None:
-                return False
+            return False
         waiters = manager._registered.get(fd)
         if (
             waiters is None
