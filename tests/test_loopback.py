@@ -171,6 +171,19 @@ async def test_kick_wakes_a_waiting_per_message_reader_through_its_socket() -> N
     assert conn.stats.frames_sent == 3  # HELLO, DATA "HI", CLOSE
 
 
+class _Turn:
+    """A turn for ``hold_answer`` that says when it is awaited and lets the
+    reader through on ``go``."""
+
+    def __init__(self) -> None:
+        self.taken = trio.Event()
+        self.go = trio.Event()
+
+    async def wait(self) -> None:
+        self.taken.set()
+        await self.go.wait()
+
+
 async def test_a_held_answer_is_handled_only_after_its_turn() -> None:
     """``end_now`` then ``hold_answer``: the peer's answer wakes the reader,
     which awaits the turn before it reads the answer (it stays in the
@@ -179,13 +192,7 @@ async def test_a_held_answer_is_handled_only_after_its_turn() -> None:
     async def ignore(conn: HeartbeatConnection, data: bytes) -> None:
         raise AssertionError(f"no DATA expected, got {data!r}")
 
-    turn_taken = trio.Event()
-    go = trio.Event()
-
-    async def turn() -> None:
-        turn_taken.set()
-        await go.wait()
-
+    turn = _Turn()
     with trio.fail_after(10):
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         port = listeners[0].socket.getsockname()[1]
@@ -199,7 +206,7 @@ async def test_a_held_answer_is_handled_only_after_its_turn() -> None:
                     "silent",
                     DisconnectReason.HEARTBEAT_TIMEOUT,
                 )  # the reader, blocked on the socket, ends by itself
-                conn.hold_answer(turn)
+                conn.hold_answer(turn.wait)
                 decoder = FrameDecoder()
                 while (data := await peer.receive_some(100)) != b"":
                     decoder.receive_data(data)
@@ -207,13 +214,13 @@ async def test_a_held_answer_is_handled_only_after_its_turn() -> None:
                 answer = encode(Close(1, "silent"))  # the peer's CLOSE back
                 await peer.send_all(answer)
                 await peer.aclose()
-                await turn_taken.wait()
+                await turn.taken.wait()
                 await trio.testing.wait_all_tasks_blocked()
                 # Woken, but neither read nor handled: waiting for its turn.
                 assert conn.unread_input() == len(answer)
                 assert conn.session.state is SessionState.CLOSING
                 assert not conn.answer_held
-                go.set()
+                turn.go.set()
             await conn.close_stream()
     assert conn.answer_held
     assert conn.session.state is SessionState.CLOSED
@@ -230,26 +237,20 @@ async def test_a_held_read_on_a_stream_waits_its_turn_after_the_read() -> None:
     async def keep(conn: HeartbeatConnection, data: bytes) -> None:
         handled.append(data)
 
-    turn_taken = trio.Event()
-    go = trio.Event()
-
-    async def turn() -> None:
-        turn_taken.set()
-        await go.wait()
-
+    turn = _Turn()
     with trio.fail_after(10):
         ours, peer = trio.testing.memory_stream_pair()
         conn = HeartbeatConnection(ours)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conn.run_reader, keep)
             await trio.testing.wait_all_tasks_blocked()
-            conn.hold_answer(turn)
+            conn.hold_answer(turn.wait)
             await peer.send_all(encode(Data(b"late")))
-            await turn_taken.wait()
+            await turn.taken.wait()
             await trio.testing.wait_all_tasks_blocked()
             assert handled == []
             assert not conn.answer_held
-            go.set()
+            turn.go.set()
             await peer.aclose()
     assert handled == [b"late"]
     assert conn.answer_held

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -27,23 +29,33 @@ async def _reader(sock: trio.socket.SocketType, woke: list[str]) -> None:
         woke.append("closed")
 
 
+@asynccontextmanager
+async def _blocked_reader(
+    woke: list[str],
+) -> AsyncIterator[tuple[trio.socket.SocketType, trio.socket.SocketType]]:
+    """A socket pair whose first end has a task blocked reading it (until
+    the block ends, and its nursery with it)."""
+    a, b = trio.socket.socketpair()
+    with a, b:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_reader, a, woke)
+            await trio.testing.wait_all_tasks_blocked()
+            yield a, b
+
+
 async def test_a_paused_reader_sleeps_through_input_until_resumed() -> None:
     woke: list[str] = []
     with trio.fail_after(10):
-        a, b = trio.socket.socketpair()
-        with a, b:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_reader, a, woke)
-                await trio.testing.wait_all_tasks_blocked()
-                pause = ReadPause()
-                assert pause.pause(a.fileno())  # this Trio has what it needs
-                assert len(pause) == 1
-                await b.send(b"x")
-                await trio.testing.wait_all_tasks_blocked(CUSHION)
-                assert woke == []
-                pause.resume()
-                assert len(pause) == 0
-            assert woke == ["readable"]
+        async with _blocked_reader(woke) as (a, b):
+            pause = ReadPause()
+            assert pause.pause(a.fileno())  # this Trio has what it needs
+            assert len(pause) == 1
+            await b.send(b"x")
+            await trio.testing.wait_all_tasks_blocked(CUSHION)
+            assert woke == []
+            pause.resume()
+            assert len(pause) == 0
+        assert woke == ["readable"]  # once its nursery has waited for it
 
 
 async def test_a_paused_reader_is_cancelled_or_woken_by_a_close_as_usual() -> None:
@@ -145,12 +157,7 @@ async def test_without_trios_epoll_internals_nothing_is_paused(
     monkeypatch.setattr(_readpause, missing, ("_no_such_attribute",))
     woke: list[str] = []
     with trio.fail_after(10):
-        a, b = trio.socket.socketpair()
-        with a, b:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_reader, a, woke)
-                await trio.testing.wait_all_tasks_blocked()
-                pause = ReadPause()
-                assert not pause.pause(a.fileno())
-                await b.send(b"x")
+        async with _blocked_reader(woke) as (a, b):
+            assert not ReadPause().pause(a.fileno())
+            await b.send(b"x")
     assert woke == ["readable"]
