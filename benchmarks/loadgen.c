@@ -37,8 +37,10 @@
  *              the end, as a hung client or one whose network is gone)
  *   stop       stop sending, wait up to 5 s for the PONGs still owed, write
  *              the latencies to OUTFILE ("pong SENT_AT SECONDS" lines, SENT_AT
- *              on CLOCK_MONOTONIC, and "kick SECONDS" lines: CLOSE(1)
- *              arrival - (last PING sent + TIMEOUT)),
+ *              on CLOCK_MONOTONIC, and "kick SECONDS SINCE_PONG AT" lines: CLOSE(1)
+ *              arrival - (last PING sent + TIMEOUT), and - (that PING's
+ *              PONG's arrival + TIMEOUT), "nan" if it never came; AT: the
+ *              arrival),
  *              print "done sent S answered A unanswered U kicked K
  *              unexpected E" and exit
  * and prints "tick READY SENT ANSWERED KICKED WORST_MS" every second meanwhile
@@ -228,6 +230,7 @@ struct conn {
     int silent;            /* told to stay silent: a CLOSE(1) is due */
     double ping_sent;      /* when the PING in flight was sent, 0 if none */
     double last_ping;      /* when the last PING was sent */
+    double last_pong;      /* when the last PONG arrived */
     struct parser parser;
 };
 
@@ -289,7 +292,8 @@ static int scale(int port, const char *source_ip, int count, double interval,
     int ep = epoll_create1(0);
     struct epoll_event in = {.events = EPOLLIN, .data.u32 = STDIN_TAG};
     if (epoll_ctl(ep, EPOLL_CTL_ADD, 0, &in) < 0) die("epoll_ctl stdin");
-    struct samples pongs = {0}, pong_at = {0}, kicks = {0};
+    struct samples pongs = {0}, pong_at = {0}, kicks = {0}, kicks_pong = {0};
+    struct samples kick_at = {0};
     long long sent = 0, answered = 0, kicked = 0, unexpected = 0;
     int opened = 0, ready = 0, in_flight = 0, silent_count = 0;
     int pinging = 0, stopping = 0, hold = 0;
@@ -325,7 +329,11 @@ static int scale(int port, const char *source_ip, int count, double interval,
                 }
                 due = pace_start + (double)next_seq * interval / count;
             }
-            wait_ms = (int)((due - t) * 1000);
+            /* Rounded up: rounded down, the last millisecond before each
+             * PING was a busy loop of epoll_wait(0) (a loadgen at 500 PINGs/s
+             * took 44 % of a core, at 4,000/s all of one, and seven of them
+             * starved the server they measure). */
+            wait_ms = (int)((due - t) * 1000) + 1;
             if (wait_ms > 100) wait_ms = 100;
         }
         if (t >= next_tick) {
@@ -416,6 +424,7 @@ static int scale(int port, const char *source_ip, int count, double interval,
                         if (latency > worst) worst = latency;
                     }
                     c->ping_sent = 0;
+                    c->last_pong = at;
                     answered++;
                 } else if (type == 0x05) {
                     ended = 1;
@@ -424,6 +433,12 @@ static int scale(int port, const char *source_ip, int count, double interval,
             if (!ended) continue;
             if (c->silent && got > 0) {
                 keep(&kicks, at - (c->last_ping + timeout));
+                /* The server read that PING just before it answered: the
+                 * kick's lateness against its own deadline, as seen here
+                 * (NaN: the PONG had not come). */
+                keep(&kicks_pong, c->ping_sent == 0 ? at - (c->last_pong + timeout)
+                                                   : 0.0 / 0.0);
+                keep(&kick_at, at);
                 kicked++;
             } else {
                 if (c->state == 1) {
@@ -448,7 +463,9 @@ static int scale(int port, const char *source_ip, int count, double interval,
     if (!out) die("outfile");
     for (size_t i = 0; i < pongs.size; i++)
         fprintf(out, "pong %.6f %.6f\n", pong_at.values[i], pongs.values[i]);
-    for (size_t i = 0; i < kicks.size; i++) fprintf(out, "kick %.6f\n", kicks.values[i]);
+    for (size_t i = 0; i < kicks.size; i++)
+        fprintf(out, "kick %.6f %.6f %.6f\n", kicks.values[i], kicks_pong.values[i],
+                kick_at.values[i]);
     fclose(out);
     printf("done sent %lld answered %lld unanswered %lld kicked %lld unexpected %lld\n",
            sent, answered, unanswered, kicked, unexpected);

@@ -40,6 +40,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -85,6 +86,24 @@ def children(pid: int) -> list[int]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         found += [int(p) for p in (task / "children").read_text().split()]
     return found
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports process ``pid`` listens on (IPv4)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+            ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 def fetch_metrics(port: int) -> dict[str, Any]:
@@ -158,10 +177,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     count = math.ceil(args.clients / PER_LOADGEN)
     shares = [args.clients // count + (i < args.clients % count) for i in range(count)]
-    scratch = Path(tempfile.mkdtemp(prefix="scale-"))
+    scratch = Path(args.keep or tempfile.mkdtemp(prefix="scale-"))
+    scratch.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (before any task)
     record: list[list[float]] = []  # [t, ready, sent, answered, kicked, worst ms]
     phases: dict[str, float] = {}
     lag: dict[str, float] = {}  # the worst loop lag so far, at each phase's end
+    per_worker: list[dict[str, float]] = []  # each worker's kick figures
     server = await trio.lowlevel.open_process(
         [sys.executable, "-m", "trio_heartbeat", "serve", "--workers",
          str(args.workers), "--port", "0", "--metrics-port", "0",
@@ -169,22 +190,29 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
          "--log-level", "ERROR"],
         stdout=subprocess.PIPE,
     )  # fmt: skip
-    assert server.stdout is not None
-    lines = b""
-    while lines.count(b"\n") < 2:
-        chunk = await server.stdout.receive_some(4096)
-        if not chunk:
-            sys.exit("serve ended before listening")
-        lines += chunk
-    port = int(lines.split(b"\n")[0].rsplit(b":", 1)[1])
-    metrics_port = int(lines.split(b"\n")[1].rsplit(b":", 1)[1].split(b"/")[0])
-    with trio.fail_after(30):
-        while len(workers := children(server.pid)) < args.workers:  # noqa: ASYNC110
-            await trio.sleep(0.1)  # (another process: nothing to wait on)
-    pids = [server.pid, *workers]
-    rss_before = rss_bytes(workers)
     gens: list[Loadgen] = []
     try:
+        assert server.stdout is not None
+        lines = b""
+        while lines.count(b"\n") < 2:
+            chunk = await server.stdout.receive_some(4096)
+            if not chunk:
+                sys.exit("serve ended before listening")
+            lines += chunk
+        port = int(lines.split(b"\n")[0].rsplit(b":", 1)[1])
+        metrics_port = int(lines.split(b"\n")[1].rsplit(b":", 1)[1].split(b"/")[0])
+        if args.workers == 1:  # serve is the server itself
+            workers, pids, worker_ports = [server.pid], [server.pid], [metrics_port]
+        else:
+            with trio.fail_after(30):
+                while len(workers := children(server.pid)) < args.workers:  # noqa: ASYNC110
+                    await trio.sleep(0.1)  # (another process: nothing to wait on)
+            pids = [server.pid, *workers]
+            with trio.fail_after(30):  # each worker: the shared port, its metrics'
+                while not all(listening_ports(pid) - {port} for pid in workers):  # noqa: ASYNC110
+                    await trio.sleep(0.1)  # (other processes: nothing to wait on)
+            worker_ports = [min(listening_ports(pid) - {port}) for pid in workers]
+        rss_before = rss_bytes(workers)
         async with trio.open_nursery() as nursery:
             start = time.monotonic()
 
@@ -250,9 +278,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             phases["heartbeat"] = elapsed()
             sent0 = sum(g.sent for g in gens)
             cpu0 = cpu_seconds(pids)
+            gen_cpu0 = cpu_seconds([g.process.pid for g in gens])
             beat_end = elapsed() + args.seconds
             await phase("heartbeat", lambda: elapsed() >= beat_end)
             beat_cpu = cpu_seconds(pids) - cpu0
+            gen_cpu = cpu_seconds([g.process.pid for g in gens]) - gen_cpu0
             beats = sum(g.sent for g in gens) - sent0
             await scrape("heartbeat")
 
@@ -275,6 +305,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             await trio.sleep(1)  # the kicked connections' cleanup
             figures = await scrape("kicks")
+            for worker_port in worker_ports:
+                part = await trio.to_thread.run_sync(fetch_metrics, worker_port)
+                per_worker.append({
+                    "kicked": part["kick_lateness_count"],
+                    "kick_p99_le_ms": 1000 * min(
+                        histogram_quantile(part["kick_lateness_buckets"], 0.99),
+                        part["kick_lateness_max"],
+                    ),
+                    "kick_max_ms": round(1000 * part["kick_lateness_max"], 1),
+                    "loop_lag_max_ms": round(1000 * part["loop_lag_max"], 1),
+                })  # fmt: skip
             for gen in gens:
                 await gen.command("stop")
             phases["end"] = elapsed()
@@ -295,6 +336,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     steady: list[float] = []
     bursts: list[float] = []
     kicks: list[float] = []
+    kicks_pong: list[float] = []  # against the PONG's arrival: the server's view
     silent_at = start + phases["silent"]
     kick_at = silent_at + args.timeout
     for gen in gens:
@@ -302,6 +344,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             kind, *values = line.split()
             if kind == "kick":
                 kicks.append(float(values[0]) * 1000)
+                if values[1] != "nan":
+                    kicks_pong.append(float(values[1]) * 1000)
                 continue
             sent_at, latency = float(values[0]), float(values[1]) * 1000
             in_burst = (  # PINGs just before a burst wait in its rounds too
@@ -309,9 +353,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 or kick_at - BURST <= sent_at < kick_at + BURST
             )
             (bursts if in_burst else steady).append(latency)
+    if not args.keep:
+        shutil.rmtree(scratch)
     steady.sort()
     bursts.sort()
     kicks.sort()
+    kicks_pong.sort()
     totals = {key: sum(g.done.get(key, 0) for g in gens) for key in gens[0].done}
     return {
         "when": time.strftime("%Y-%m-%d"),
@@ -329,6 +376,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "idle_cpu_percent": round(100 * idle_cpu, 2),
         "heartbeats_per_s": round(beats / args.seconds),
         "cpu_per_heartbeat_us": round(1e6 * beat_cpu / beats, 1) if beats else None,
+        "loadgen_cpu_per_heartbeat_us": (
+            round(1e6 * gen_cpu / beats, 1) if beats else None
+        ),
         "pong_count": len(steady),
         "pong_p50_ms": round(percentile(steady, 0.5), 3),
         "pong_p99_ms": round(percentile(steady, 0.99), 3),
@@ -352,6 +402,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "kick_client_p50_ms": round(percentile(kicks, 0.5), 1) if kicks else None,
         "kick_client_p99_ms": round(percentile(kicks, 0.99), 1) if kicks else None,
         "kick_client_max_ms": round(kicks[-1], 1) if kicks else None,
+        **(
+            {
+                "kick_pong_p50_ms": round(percentile(kicks_pong, 0.5), 1),
+                "kick_pong_p99_ms": round(percentile(kicks_pong, 0.99), 1),
+                "kick_pong_max_ms": round(kicks_pong[-1], 1),
+            }
+            if kicks_pong
+            else {}
+        ),
+        "per_worker": per_worker,
         "loop_lag_max_ms": round(figures["loop_lag_max"] * 1000, 1),
         "stalled_s": round(figures["stalled_seconds"], 3),
         "phases": {k: round(v, 1) for k, v in phases.items()},
@@ -369,6 +429,8 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str]]:
         ("idle CPU (all workers)", f"{r['idle_cpu_percent']:.1f} % of a core"),
         ("heartbeats per second", f"{r['heartbeats_per_s']:,}"),
         ("CPU per heartbeat", f"{r['cpu_per_heartbeat_us']} µs"),
+        *([("  the load generators' share", f"{r['loadgen_cpu_per_heartbeat_us']} µs")]
+          if r.get("loadgen_cpu_per_heartbeat_us") else []),
         ("PONG latency p50 / p99",
          f"{r['pong_p50_ms']:.2f} / {r['pong_p99_ms']:.2f} ms"),
         ("slowest PONG", f"{r['pong_max_ms']:.1f} ms"),
@@ -383,6 +445,12 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str]]:
          f"≤ {r['kick_server_p99_le_ms']:.1f} / {r['kick_server_max_ms']:.1f} ms"),
         ("kick lateness, client: p99 / max",
          f"{r['kick_client_p99_ms']:.1f} / {r['kick_client_max_ms']:.1f} ms"),
+        *([("kick lateness, after the PONG: p50 / p99 / max",
+            f"{r['kick_pong_p50_ms']:.1f} / {r['kick_pong_p99_ms']:.1f} / "
+            f"{r['kick_pong_max_ms']:.1f} ms")] if r.get("kick_pong_max_ms") else []),
+        *([("  each worker: kicks, p99 ≤ / max ms", ", ".join(
+            f"{w['kicked']:,} {w['kick_p99_le_ms']:.0f}/{w['kick_max_ms']:.0f}"
+            for w in r["per_worker"]))] if r.get("per_worker") else []),
         ("worst loop lag (any worker)", f"{r['loop_lag_max_ms']:.1f} ms"),
         ("  so far, at each phase's end", lag),
     ]  # fmt: skip
@@ -492,6 +560,9 @@ def main() -> None:
                         help="the silent clients never answer their CLOSE(1): "
                         "their sockets stay open to the end")  # fmt: skip
     parser.add_argument("--json", metavar="FILE", help="keep the figures here")
+    parser.add_argument("--keep", metavar="DIR",
+                        help="keep the load generators' samples here (one line "
+                        "per PONG and per kick; see benchmarks/loadgen.c)")  # fmt: skip
     parser.add_argument("--svg", metavar="FILE", help="draw the run here")
     parser.add_argument("--draw", metavar="FILE",
                         help="draw this kept record instead of running")  # fmt: skip
