@@ -26,6 +26,7 @@ returns False and the reader wakes as it always did. What keeps it safe:
 
 from __future__ import annotations
 
+import collections
 import math
 from typing import Any
 
@@ -67,7 +68,10 @@ class ReadPause:
     def __init__(self) -> None:
         self._looked = False  # for the manager, at the first pause
         self._manager: Any | None = None
-        self._paused: dict[int, float] = {}  # descriptor: until, oldest first
+        # Descriptor: until, oldest first. Ordered, because a plain dict emptied
+        # from its front scans the emptied slots on every look at the first
+        # (resuming 10,000, 64 at a time: 3 us per socket, instead of 0.3).
+        self._paused: collections.OrderedDict[int, float] = collections.OrderedDict()
 
     def __len__(self) -> int:
         return len(self._paused)
