@@ -94,6 +94,10 @@ async def test_the_snapshot_counts_open_and_ended_connections(
         assert ended.kick_lateness_count == 1
         assert ended.kick_lateness_buckets[0] == (0.001, 1)
         assert ended.kick_lateness_max == 0.0
+        # Finer than the loop lag's where a busy server's kicks land.
+        bounds = [le for le, _ in ended.kick_lateness_buckets]
+        assert bounds[6:12] == [0.075, 0.1, 0.125, 0.15, 0.2, 0.25]
+        assert bounds == [le for le, _ in ServerMetrics().kick_lateness_buckets]
         nursery.cancel_scope.cancel()
 
 

@@ -76,7 +76,7 @@ from typing import Final
 import trio
 
 from ._connection import HeartbeatConnection
-from ._lag import STALL_TOLERANCE, Histogram, LagMonitor
+from ._lag import KICK_BUCKETS, STALL_TOLERANCE, Histogram, LagMonitor
 from ._readpause import ReadPause
 from ._transport import stream_socket
 
@@ -137,7 +137,7 @@ class Kicker:
         self._order = itertools.count()  # ties: no comparing connections
         self._wakeup = trio.Event()
         self._stopping = False
-        self.lateness = Histogram()
+        self.lateness = Histogram(KICK_BUCKETS)
         self._cleanups = trio.lowlevel.ParkingLot()
         self._busy = False  # kicks overdue, or some in the last pass
         self._asleep = ReadPause()  # kicked connections' readers

@@ -36,7 +36,14 @@ from typing import Final
 
 import trio
 
-__all__ = ["LAG_BUCKETS", "STALL_TOLERANCE", "Histogram", "LagMonitor", "StallLedger"]
+__all__ = [
+    "KICK_BUCKETS",
+    "LAG_BUCKETS",
+    "STALL_TOLERANCE",
+    "Histogram",
+    "LagMonitor",
+    "StallLedger",
+]
 
 #: Lateness up to this is ordinary scheduling (a busy batch, a short collection)
 #: and not a stall. Heartbeat timeouts are seconds; a tenth of one is noise.
@@ -54,6 +61,27 @@ LAG_BUCKETS: Final = (
     0.05,
     0.075,
     0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+#: Upper bounds of the kick-lateness histogram: the loop's, with the range
+#: where a busy server's kicks land (50-250 ms) split finer, so that its p99
+#: reads as more than "somewhere in 100-250 ms".
+KICK_BUCKETS: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.125,
+    0.15,
+    0.2,
     0.25,
     0.5,
     1.0,

@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from ._lag import LAG_BUCKETS
+from ._lag import KICK_BUCKETS, LAG_BUCKETS
 
 __all__ = ["FRAME_TYPES", "ServerMetrics", "SessionTotals"]
 
@@ -83,6 +83,10 @@ def empty_lag_buckets() -> tuple[tuple[float, int], ...]:
     return (*((le, 0) for le in LAG_BUCKETS), (math.inf, 0))
 
 
+def empty_kick_buckets() -> tuple[tuple[float, int], ...]:
+    return (*((le, 0) for le in KICK_BUCKETS), (math.inf, 0))
+
+
 @attrs.frozen(kw_only=True)
 class ServerMetrics:
     """A :class:`HeartbeatServer`'s figures at one moment
@@ -123,10 +127,11 @@ class ServerMetrics:
     stalled_seconds: float = 0.0
     #: How late each heartbeat-timeout kick came: when the server acted,
     #: against when the connection became due (seconds; buckets as for the
-    #: loop lag). The server's own stalls are not counted as lateness: they
-    #: move the due time (see "How verdicts are made").
+    #: loop lag, with 125, 150 and 200 ms besides). The server's own stalls
+    #: are not counted as lateness: they move the due time (see "How verdicts
+    #: are made").
     kick_lateness_buckets: tuple[tuple[float, int], ...] = attrs.field(
-        factory=empty_lag_buckets
+        factory=empty_kick_buckets
     )
     kick_lateness_count: int = 0
     kick_lateness_sum: float = 0.0
@@ -168,7 +173,7 @@ class ServerMetrics:
             return cls(
                 workers=0,
                 loop_lag_buckets=empty_lag_buckets(),
-                kick_lateness_buckets=empty_lag_buckets(),
+                kick_lateness_buckets=empty_kick_buckets(),
             )
 
         def summed(name: str) -> Any:
