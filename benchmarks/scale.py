@@ -20,13 +20,17 @@ one process at most the machine's descriptor limit). The clients propose a
 4. **silent**: ``--silent`` of the clients send one last PING together and
    fall silent while the rest keep heartbeating: kick lateness, server side
    (the ``trio_heartbeat_kick_lateness_seconds`` histogram: when the server
-   acted against when each client was due) and client side (CLOSE(1) arrival
-   against last PING + timeout). A kicked client closes its socket when its
+   acted against when each client was due; in all and per worker), client
+   side (CLOSE(1) arrival against last PING + timeout), and the server's
+   lateness as the clients saw it, with a real p99 (CLOSE(1) arrival against
+   the arrival of the PONG to that PING + timeout: the server read the PING
+   just before it answered). A kicked client closes its socket when its
    CLOSE(1) arrives, as a live one does; with ``--silent-hold`` it answers
    nothing and keeps the socket open to the end, as a hung client or one whose
    network is gone would (the kernel still acknowledges here).
 
-Every PING must be answered; the run fails otherwise. A progress line shows
+Every PING must be answered; the run fails otherwise. The load generators'
+CPU per heartbeat is reported beside the server's. A progress line shows
 while it runs; a table at the end. ``--json`` keeps the figures and the
 per-second record, ``--svg`` draws it; ``--draw F.json --svg F.svg`` redraws a
 kept record. Needs about 1.5 GB of memory per 100,000 connections (both ends),

@@ -164,6 +164,10 @@ def test_scale_picture_and_table_match_the_recorded_run() -> None:
         f"{run['burst_pong_p99_ms']} / {run['burst_pong_max_ms']} ms",
         f"{run['kick_server_max_ms']} ms",
         f"{run['kick_client_p99_ms']} ms",
+        f"{run['kick_pong_p50_ms']} / {run['kick_pong_p99_ms']} / "
+        f"{run['kick_pong_max_ms']} ms",
+        f"{run['loadgen_cpu_per_heartbeat_us']} µs",
+        f"{run['cpu_per_heartbeat_us']} µs",
     ):
         assert figure in page, figure
     assert run["unanswered"] == run["unexpected_ends"] == 0
