@@ -189,16 +189,23 @@ MAX_RATE_CONNECTIONS = 200
 
 
 def build_loadgen() -> str | None:
-    """Compile loadgen.c once per run; None without a C compiler."""
+    """loadgen.c compiled, once per version of its source (kept in the
+    temporary directory under its hash); None without a C compiler."""
+    import hashlib
     import shutil
     import tempfile
 
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None
-    out = Path(tempfile.mkdtemp(prefix="loadgen-")) / "loadgen"
-    subprocess.run([compiler, "-O2", "-o", str(out), str(BENCHMARKS / "loadgen.c")],
-                   check=True)  # fmt: skip
+    source = BENCHMARKS / "loadgen.c"
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    out = Path(tempfile.gettempdir()) / f"trio_heartbeat-loadgen-{digest}"
+    if not out.exists():
+        building = out.with_name(f"{out.name}.{os.getpid()}")
+        subprocess.run([compiler, "-O2", "-o", str(building), str(source)],
+                       check=True)  # fmt: skip
+        building.replace(out)  # whole, even with another run building it too
     return str(out)
 
 
