@@ -70,24 +70,7 @@ LAG_BUCKETS: Final = (
 #: Upper bounds of the kick-lateness histogram: the loop's, with the range
 #: where a busy server's kicks land (50-250 ms) split finer, so that its p99
 #: reads as more than "somewhere in 100-250 ms".
-KICK_BUCKETS: Final = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.075,
-    0.1,
-    0.125,
-    0.15,
-    0.2,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-)
+KICK_BUCKETS: Final = tuple(sorted({*LAG_BUCKETS, 0.125, 0.15, 0.2}))
 #: Lateness samples kept for the "recent" percentile.
 RECENT: Final = 1024
 #: CPU-time samples kept to tell a busy loop from a stalled one (an observer

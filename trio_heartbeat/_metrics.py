@@ -79,12 +79,15 @@ class SessionTotals:
         counts["close"] += closes
 
 
-def empty_lag_buckets() -> tuple[tuple[float, int], ...]:
-    return (*((le, 0) for le in LAG_BUCKETS), (math.inf, 0))
+def empty_lag_buckets(
+    bounds: tuple[float, ...] = LAG_BUCKETS,
+) -> tuple[tuple[float, int], ...]:
+    """A histogram with nothing counted yet (``inf`` last)."""
+    return (*((le, 0) for le in bounds), (math.inf, 0))
 
 
 def empty_kick_buckets() -> tuple[tuple[float, int], ...]:
-    return (*((le, 0) for le in KICK_BUCKETS), (math.inf, 0))
+    return empty_lag_buckets(KICK_BUCKETS)
 
 
 @attrs.frozen(kw_only=True)
