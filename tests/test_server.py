@@ -637,6 +637,28 @@ async def test_kick_is_logged_with_peer_and_reason(
     ]
 
 
+async def test_kicks_while_warnings_are_off_are_never_logged(
+    clock: Any, transport: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the kick lines off (``--log-level ERROR``) a kick keeps nothing
+    for its line: one turned back on later logs only the kicks from then."""
+    caplog.set_level(logging.ERROR, logger="trio_heartbeat")
+    async with running_server(transport) as server:
+        quiet = await server.client()
+        assert await quiet.receive() == Close(1, "nothing received for 60 s")
+        await server.settle()
+        caplog.set_level(logging.INFO, logger="trio_heartbeat")
+        logged = await server.client()
+        assert await logged.receive() == Close(1, "nothing received for 60 s")
+        await server.settle()
+    reasons = [r for kind, _, r in server.events if kind == "disconnect"]
+    assert reasons == [DisconnectReason.HEARTBEAT_TIMEOUT] * 2
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line for line in lines if line.startswith("kick")] == [
+        f"kick {logged.name}: heartbeat timeout [CLOSE 1]: nothing received for 60 s"
+    ]
+
+
 async def test_a_burst_of_kicks_logs_after_its_kicks(
     autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

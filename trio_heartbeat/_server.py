@@ -756,7 +756,8 @@ class HeartbeatServer:
                 self._kick_text(conn),
                 DisconnectReason.HEARTBEAT_TIMEOUT,
             )
-            self._kicked.append((conn, trio.current_time() - conn.last_received))
+            if logger.isEnabledFor(logging.WARNING):  # else no line to write
+                self._kicked.append((conn, trio.current_time() - conn.last_received))
         # Cancelling costs as much as the rest of a kick (Trio records who
         # cancelled): skipped where the socket's end already ends everything.
         if alone:

@@ -24,6 +24,7 @@ The state is one enum; which frame is allowed in which state is one table
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final
@@ -74,6 +75,13 @@ _EPSILON: Final = 1e-9
 MAX_CLOSE_REASON: Final = 200
 
 _EMPTY_PONG: Final = encode(Pong())
+
+
+@functools.lru_cache(maxsize=64)
+def _close_wire(code: int, reason: str) -> bytes:
+    """A CLOSE frame's bytes. A burst of kicks sends the same one thousands of
+    times (the fixed rule's reason): encoded once, not once per kick."""
+    return encode(Close(code, reason))
 
 
 class DisconnectReason(enum.Enum):
@@ -493,7 +501,7 @@ class Session:
             else SessionState.CLOSING
         )
         self.frames_sent += 1
-        return encode(Close(ours.code or 0, ours.reason[:MAX_CLOSE_REASON]))
+        return _close_wire(ours.code or 0, ours.reason[:MAX_CLOSE_REASON])
 
     def interrupt(self, info: CloseInfo) -> None:
         """A send was cut mid-frame (cancelled, or blocked too long), or we stop
