@@ -44,7 +44,10 @@
  *              print "done sent S answered A unanswered U kicked K
  *              unexpected E" and exit
  * and prints "tick READY SENT ANSWERED KICKED WORST_MS" every second meanwhile
- * (counts so far; WORST_MS: the slowest PONG since the last tick).
+ * (counts so far; WORST_MS: the slowest PONG since the last tick). An
+ * arrival is when the kernel received the bytes (SO_TIMESTAMPNS; on loopback
+ * that is when the server wrote them), not when this process read them: the
+ * figures are the server's, whatever this process's priority or load.
  * "Unexpected" counts connections ended by the server (or a CLOSE) without
  * having been told to stay silent.
  */
@@ -256,6 +259,42 @@ static void raise_fd_limit(void) {
     }
 }
 
+/* CLOCK_REALTIME - CLOCK_MONOTONIC, for the kernel's receive timestamps. */
+static double realtime_offset(void) {
+    struct timespec real;
+    double before = now();
+    clock_gettime(CLOCK_REALTIME, &real);
+    return real.tv_sec + real.tv_nsec / 1e9 - (before + now()) / 2;
+}
+
+/* read(), and *at: when the kernel received the last of those bytes (on
+ * loopback, when the server wrote them), on CLOCK_MONOTONIC; when they were
+ * read if the kernel gave no time (the end of the stream). Arrivals are
+ * measured so, not when this process got round to reading them: the
+ * figures are the server's, whatever this process's priority. */
+static ssize_t read_stamped(int fd, char *buf, size_t size, double offset, double *at) {
+    union {
+        char space[CMSG_SPACE(sizeof(struct timespec))];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {.iov_base = buf, .iov_len = size};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1,
+                         .msg_control = control.space,
+                         .msg_controllen = sizeof(control.space)};
+    ssize_t got = recvmsg(fd, &msg, 0);
+    *at = now();
+    for (struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg); got > 0 && cmsg;
+         cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+        if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(cmsg), sizeof(ts));
+            double arrived = ts.tv_sec + ts.tv_nsec / 1e9 - offset;
+            if (arrived < *at) *at = arrived;
+        }
+    }
+    return got;
+}
+
 static int open_one(const struct sockaddr_in *server, const struct sockaddr_in *source,
                     int ep, uint32_t index) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
@@ -265,6 +304,9 @@ static int open_one(const struct sockaddr_in *server, const struct sockaddr_in *
      * by the bind. */
     setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    /* Each read says when its bytes arrived (read_stamped). */
+    if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one)) < 0)
+        die("SO_TIMESTAMPNS");
     if (bind(fd, (const struct sockaddr *)source, sizeof(*source)) < 0) die("bind");
     if (connect(fd, (const struct sockaddr *)server, sizeof(*server)) < 0 &&
         errno != EINPROGRESS)
@@ -289,6 +331,7 @@ static int scale(int port, const char *source_ip, int count, double interval,
     size_t hello_size = (size_t)json + 2;
 
     struct conn *conns = calloc((size_t)count, sizeof(struct conn));
+    double offset = realtime_offset();
     int ep = epoll_create1(0);
     struct epoll_event in = {.events = EPOLLIN, .data.u32 = STDIN_TAG};
     if (epoll_ctl(ep, EPOLL_CTL_ADD, 0, &in) < 0) die("epoll_ctl stdin");
@@ -406,8 +449,8 @@ static int scale(int port, const char *source_ip, int count, double interval,
                 continue;
             }
             if (c->state == 3) continue;
-            ssize_t got = read(c->fd, buf, sizeof(buf));
-            double at = now();
+            double at;
+            ssize_t got = read_stamped(c->fd, buf, sizeof(buf), offset, &at);
             if (got < 0 && errno == EAGAIN) continue;
             int ended = got <= 0;
             for (ssize_t k = 0; k < got && !ended; k++) {

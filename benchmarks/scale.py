@@ -8,7 +8,15 @@ and opens ``--clients`` connections with ``loadgen scale`` (benchmarks/loadgen.c
 built with cc): several load generator processes, each from its own source
 address in 127.0.0.0/8 (one address has only about 28,000 ephemeral ports, and
 one process at most the machine's descriptor limit). The clients propose a
-``--interval`` of 25 s and the server kicks after ``--timeout`` 60 s. Then:
+``--interval`` of 25 s and the server kicks after ``--timeout`` 60 s.
+
+The load generators run at nice ``--loadgen-nice`` (10): on a server of its
+own, the clients' share of the work (reading each CLOSE, closing the socket,
+the kernel's half of loopback) would not take the server's two cores, as here
+it would at the server's priority (``--loadgen-nice 0``; ``kick_accuracy.py``
+keeps its clients off the server's core likewise). Arrivals are the kernel's
+receive times (loadgen.c), so the clients' figures do not depend on their
+priority. Then:
 
 1. **connect**: every client connects and completes its HELLO exchange
    (at most 64 handshakes in flight per load generator): time to accept all,
@@ -50,6 +58,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +238,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     [loadgen, "scale", str(port), f"127.0.0.{11 + index}",
                      str(share), str(args.interval), str(args.timeout), str(out)],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    preexec_fn=partial(os.nice, args.loadgen_nice),
                 )  # fmt: skip
                 gen = Loadgen(process, out, share)
                 gens.append(gen)
@@ -369,6 +379,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "clients": args.clients,
         "workers": args.workers,
         "loadgens": count,
+        "loadgen_nice": args.loadgen_nice,
         "interval_s": args.interval,
         "timeout_s": args.timeout,
         "silent": args.silent,
@@ -428,6 +439,7 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     lag = ", ".join(f"{k} {v:.0f}" for k, v in r["loop_lag_max_ms_by_phase"].items())
     return [
         ("clients, workers", f"{r['clients']:,} over {r['workers']} workers"),
+        ("load generators", f"{r['loadgens']}, at nice {r.get('loadgen_nice', 0)}"),
         ("time to accept all", f"{r['accept_all_s']:.1f} s"),
         ("RSS per connection", f"{r['rss_per_connection_kb']:.2f} KB"),
         ("idle CPU (all workers)", f"{r['idle_cpu_percent']:.1f} % of a core"),
@@ -560,6 +572,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, metavar="S",
                         help="heartbeating time before the silent burst")  # fmt: skip
     parser.add_argument("--silent", type=int, default=10_000, metavar="N")
+    parser.add_argument("--loadgen-nice", type=int, default=10, metavar="N",
+                        help="the load generators' nice value (0: the server's "
+                             "priority; default %(default)s)")  # fmt: skip
     parser.add_argument("--silent-hold", action="store_true",
                         help="the silent clients never answer their CLOSE(1): "
                         "their sockets stay open to the end")  # fmt: skip
