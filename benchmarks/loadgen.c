@@ -267,11 +267,9 @@ static double realtime_offset(void) {
     return real.tv_sec + real.tv_nsec / 1e9 - (before + now()) / 2;
 }
 
-/* read(), and *at: when the kernel received the last of those bytes (on
- * loopback, when the server wrote them), on CLOCK_MONOTONIC; when they were
- * read if the kernel gave no time (the end of the stream). Arrivals are
- * measured so, not when this process got round to reading them: the
- * figures are the server's, whatever this process's priority. */
+/* read(), and *at: when the kernel received the last of those bytes, on
+ * CLOCK_MONOTONIC (an arrival, see the top); when they were read if the
+ * kernel gave no time (the end of the stream). */
 static ssize_t read_stamped(int fd, char *buf, size_t size, double offset, double *at) {
     union {
         char space[CMSG_SPACE(sizeof(struct timespec))];
